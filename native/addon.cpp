@@ -1,3 +1,151 @@
-#include <napi.h>
-Napi::Object Init(Napi::Env env, Napi::Object exports) { return exports; }
-NODE_API_MODULE(minigpt, Init)
+#include "addon.h"
+
+#include <cmath>
+#include <mutex>
+#include <thread>
+
+#include "abort_flag.h"
+#include "embedding.h"
+#include "generation.h"
+#include "log.h"
+#include "model.h"
+#include "session.h"
+#include "worker.h"
+
+#ifndef MINIGPT_LLAMA_COMMIT
+#define MINIGPT_LLAMA_COMMIT "unknown"
+#endif
+
+namespace minigpt {
+
+namespace {
+void InitBackendOnce() {
+  // llama_backend_init is process-wide; every environment (worker, Electron context) shares it
+  // and none frees it, so one environment exiting cannot pull the backend from under another.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    InstallLogSink();
+    llama_backend_init();
+  });
+}
+}  // namespace
+
+Addon::Addon(Napi::Env env, Napi::Object exports) {
+  InitBackendOnce();
+  model_ctor = Napi::Persistent(NativeModel::Define(env));
+  session_ctor = Napi::Persistent(NativeSession::Define(env));
+  embedding_ctor = Napi::Persistent(NativeEmbedding::Define(env));
+  generation_ctor = Napi::Persistent(Generation::Define(env));
+  Napi::Function abort_flag = AbortFlag::Define(env);
+  abort_ctor = Napi::Persistent(abort_flag);
+  DefineAddon(exports, {InstanceMethod<&Addon::SetErrorFactory>("setErrorFactory"),
+                        InstanceMethod<&Addon::LoadModel>("loadModel"),
+                        InstanceMethod<&Addon::SystemInfo>("systemInfo")});
+  exports.Set("AbortFlag", abort_flag);
+  exports.Set("llamaCommit", MINIGPT_LLAMA_COMMIT);
+  exports.Set("napiVersion", NAPI_VERSION);
+}
+
+Addon::~Addon() = default;
+
+Napi::Value Addon::MakeError(Napi::Env env, const std::string& code, const std::string& message) {
+  if (!error_factory_.IsEmpty()) {
+    Napi::Value err = error_factory_.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
+    if (!env.IsExceptionPending() && err.IsObject()) return err;
+    if (env.IsExceptionPending()) env.GetAndClearPendingException();
+  }
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", code);
+  return e.Value();
+}
+
+void Addon::Throw(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Value err = MakeError(env, code, message);
+  napi_throw(env, err);
+}
+
+Napi::Value Addon::SetErrorFactory(const Napi::CallbackInfo& info) {
+  if (info[0].IsFunction()) error_factory_ = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+// loadModel({ path, projectorPath?, threads, gpuLayers, useMmap }, onProgress?: (p) => void, abort?: AbortFlag)
+Napi::Value Addon::LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject() || !info[0].As<Napi::Object>().Get("path").IsString()) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "Expected an options object with a string `path`");
+    return env.Undefined();
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  LoadOptions opts;
+  opts.path = o.Get("path").As<Napi::String>().Utf8Value();
+  if (o.Get("projectorPath").IsString()) opts.projector_path = o.Get("projectorPath").As<Napi::String>().Utf8Value();
+  if (o.Get("threads").IsNumber()) opts.threads = std::max(1, o.Get("threads").As<Napi::Number>().Int32Value());
+  if (o.Get("gpuLayers").IsNumber()) opts.gpu_layers = o.Get("gpuLayers").As<Napi::Number>().Int32Value();
+  if (o.Get("useMmap").IsBoolean()) opts.use_mmap = o.Get("useMmap").As<Napi::Boolean>().Value();
+
+  std::shared_ptr<Napi::ThreadSafeFunction> progress_fn;
+  if (info[1].IsFunction()) {
+    progress_fn = std::make_shared<Napi::ThreadSafeFunction>(
+        Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "minigpt-load-progress", 0, 1));
+  }
+  AbortState abort = AbortFlag::From(env, info[2]);
+
+  return TaskWorker<std::shared_ptr<ModelState>>::Run(
+      env,
+      [opts, abort, progress_fn] {
+        struct Release {
+          std::shared_ptr<Napi::ThreadSafeFunction> fn;
+          ~Release() { if (fn) fn->Release(); }
+        } release{progress_fn};
+        float last = -1.0f;
+        std::function<void(float)> report;
+        if (progress_fn) {
+          report = [&last, progress_fn](float p) {
+            // Only increases of at least 1% (and the final 1.0) cross threads.
+            if (!(p >= 0.0f) || p > 1.0f || (p < 1.0f && p - last < 0.01f) || p <= last) return;
+            last = p;
+            progress_fn->NonBlockingCall([p](Napi::Env env, Napi::Function cb) {
+              cb.Call({Napi::Number::New(env, p)});
+              if (env.IsExceptionPending()) env.GetAndClearPendingException();  // TS wraps the callback
+            });
+          };
+        }
+        return NativeModel::Load(opts, abort.get(), report);
+      },
+      [](Napi::Env env, std::shared_ptr<ModelState>& state) -> Napi::Value { return NativeModel::Wrap(env, state); });
+}
+
+Napi::Value Addon::SystemInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("llamaSystemInfo", llama_print_system_info());
+  o.Set("hardwareConcurrency", double(std::thread::hardware_concurrency()));
+  Napi::Array devices = Napi::Array::New(env);
+  for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+    ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+    size_t free = 0, total = 0;
+    ggml_backend_dev_memory(dev, &free, &total);
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", ggml_backend_dev_name(dev));
+    d.Set("description", ggml_backend_dev_description(dev));
+    const char* type = "cpu";
+    switch (ggml_backend_dev_type(dev)) {
+      case GGML_BACKEND_DEVICE_TYPE_GPU: type = "gpu"; break;
+      case GGML_BACKEND_DEVICE_TYPE_IGPU: type = "igpu"; break;
+      case GGML_BACKEND_DEVICE_TYPE_ACCEL: type = "accel"; break;
+      default: break;
+    }
+    d.Set("type", type);
+    d.Set("memoryFree", double(free));
+    d.Set("memoryTotal", double(total));
+    devices.Set(uint32_t(i), d);
+  }
+  o.Set("devices", devices);
+  return o;
+}
+
+}  // namespace minigpt
+
+using MinigptAddon = minigpt::Addon;
+NODE_API_ADDON(MinigptAddon)

@@ -1,0 +1,36 @@
+// Per-environment state (main thread, each worker_thread, each Electron context): the JS
+// error factory and the class constructors. Nothing here is process-wide.
+#pragma once
+#include <napi.h>
+
+#include <string>
+
+namespace minigpt {
+
+class Addon : public Napi::Addon<Addon> {
+ public:
+  Addon(Napi::Env env, Napi::Object exports);
+  ~Addon();
+
+  static Addon* From(Napi::Env env) { return env.GetInstanceData<Addon>(); }
+
+  // A MinigptError subclass instance for `code`, made by the factory TS registered.
+  Napi::Value MakeError(Napi::Env env, const std::string& code, const std::string& message);
+  // Throws MakeError(...) as a pending JS exception; the caller returns right after.
+  void Throw(Napi::Env env, const std::string& code, const std::string& message);
+
+  Napi::FunctionReference model_ctor;
+  Napi::FunctionReference session_ctor;
+  Napi::FunctionReference embedding_ctor;
+  Napi::FunctionReference generation_ctor;
+  Napi::FunctionReference abort_ctor;
+
+ private:
+  Napi::Value SetErrorFactory(const Napi::CallbackInfo& info);
+  Napi::Value LoadModel(const Napi::CallbackInfo& info);
+  Napi::Value SystemInfo(const Napi::CallbackInfo& info);
+
+  Napi::FunctionReference error_factory_;
+};
+
+}  // namespace minigpt

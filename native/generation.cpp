@@ -1,0 +1,344 @@
+#include "generation.h"
+
+#include <algorithm>
+
+#include "addon.h"
+#include "errors.h"
+#include "log.h"
+
+namespace minigpt {
+namespace {
+
+struct BatchOwner {
+  llama_batch batch;
+  explicit BatchOwner(int32_t n) : batch(llama_batch_init(n, 0, 1)) {}
+  ~BatchOwner() { llama_batch_free(batch); }
+  void Clear() { batch.n_tokens = 0; }
+  void Add(llama_token t, llama_pos pos, bool logits) {
+    int32_t i = batch.n_tokens++;
+    batch.token[i] = t;
+    batch.pos[i] = pos;
+    batch.n_seq_id[i] = 1;
+    batch.seq_id[i][0] = 0;
+    batch.logits[i] = logits;
+  }
+};
+
+// Length of the longest prefix of `s` that ends on a whole UTF-8 character. Bytes that can
+// never start a character are counted as complete so a bad byte cannot stall the stream.
+size_t CompleteUtf8Prefix(const std::string& s) {
+  size_t n = s.size();
+  size_t i = n;
+  for (size_t back = 0; back < 4 && i > 0; ++back) {
+    unsigned char c = static_cast<unsigned char>(s[i - 1]);
+    if ((c & 0xC0) != 0x80) {  // a lead byte (or ASCII)
+      size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+      return (n - (i - 1) >= need) ? n : i - 1;
+    }
+    --i;
+  }
+  return n;
+}
+
+SamplerPtr MakeSampler(const SamplingOptions& o, const llama_vocab* vocab) {
+  SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+  if (o.repeat_penalty != 1.0f && o.repeat_last_n != 0)
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), o.repeat_last_n, o.repeat_penalty, 0.0f, 0.0f));
+  if (o.temperature <= 0.0f) {
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
+    return chain;
+  }
+  if (o.top_k > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(o.top_k));
+  if (o.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(o.top_p, 1));
+  if (o.min_p > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(o.min_p, 1));
+  llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(o.temperature));
+  llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(o.seed));
+  return chain;
+}
+
+class Aborted {};
+
+void CheckDecode(int32_t rc, const LogErrorScope& log, const std::atomic<bool>& abort) {
+  if (rc == 0) return;
+  if (rc == 2 || abort.load()) throw Aborted();
+  if (rc == 1) throw NativeError("ERR_CONTEXT_OVERFLOW", "the context has no room left for this batch; use a larger contextSize" + log.Suffix());
+  throw NativeError("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + log.Suffix());
+}
+
+}  // namespace
+
+void GenerationCore::Push(Piece piece) {
+  bool was_empty;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    space.wait(lock, [&] { return queue.size() < request.queue_size || abort.load(); });
+    was_empty = queue.empty();
+    queue.push_back(std::move(piece));
+  }
+  if (was_empty) notify.NonBlockingCall();  // JS drains everything queued in one go
+}
+
+void GenerationCore::Finish(std::string reason, std::string code, std::string message) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    finished = true;
+    stop_reason = std::move(reason);
+    error_code = std::move(code);
+    error_message = std::move(message);
+  }
+  notify.NonBlockingCall();
+  notify.Release();
+}
+
+void GenerationCore::Run() {
+  SessionState& s = *session;
+  std::unique_lock<std::mutex> session_lock(s.mu);
+  LogErrorScope log;
+  s.abort_target = &abort;
+  struct ClearAbortTarget {
+    SessionState& s;
+    ~ClearAbortTarget() { s.abort_target = nullptr; }
+  } clear_target{s};
+
+  llama_pos committed = -1;  // n_past known to match history, for recovery after a failed decode
+  try {
+    llama_context* ctx = s.Context();
+    const llama_vocab* vocab = s.model->vocab;
+    const uint32_t n_ctx = llama_n_ctx(ctx);
+    const int32_t n_batch = int32_t(llama_n_batch(ctx));
+
+    std::vector<SequenceItem> items;
+    for (const PromptPart& part : request.parts) {
+      if (part.image) {
+        for (const ImageSegment& seg : part.image->segments) {
+          for (llama_token t : seg.tokens) items.push_back({t, nullptr});
+          if (seg.block) items.push_back({-1, seg.block});
+        }
+      } else {
+        for (llama_token t : Tokenize(vocab, part.text, part.add_special, true)) items.push_back({t, nullptr});
+      }
+    }
+    if (items.empty()) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt is empty");
+    if (items.back().block) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt ends with an image; put some text after it");
+    llama_pos total = 0;
+    for (const auto& it : items) total += it.n_pos();
+    if (uint64_t(total) >= n_ctx)
+      throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +
+                                                    std::to_string(n_ctx) + "; create the session with a larger contextSize or shorten the prompt");
+
+    // Reuse the longest common prefix with what the context already holds.
+    size_t k = 0;
+    llama_pos pos = 0;
+    while (k < items.size() && k < s.history.size() && items[k] == s.history[k]) pos += items[k++].n_pos();
+    if (k == items.size()) pos -= items[--k].n_pos();  // the last item must be evaluated again for fresh logits
+    llama_memory_t mem = llama_get_memory(ctx);
+    if (!llama_memory_seq_rm(mem, 0, pos, -1)) {  // e.g. recurrent models cannot cut their state
+      llama_memory_clear(mem, true);
+      k = 0;
+      pos = 0;
+    }
+    s.history.resize(k);
+    s.n_past = pos;
+    committed = pos;
+    {
+      std::lock_guard<std::mutex> lock(s.stats_mu);
+      s.stats.prompt_tokens = uint64_t(total);
+      s.stats.reused_tokens = uint64_t(pos);
+      s.stats.evaluated_tokens = uint64_t(total - pos);
+      s.stats.generated_tokens = 0;
+      s.stats.total_evaluated += uint64_t(total - pos);
+    }
+
+    BatchOwner batch(n_batch);
+    for (size_t i = k; i < items.size();) {
+      if (abort.load()) throw Aborted();
+      if (items[i].block) {
+        llama_pos next = s.n_past;
+        CheckDecode(items[i].block->Decode(ctx, s.n_past, 0, n_batch, &next), log, abort);
+        s.history.push_back(items[i]);
+        s.n_past = next;
+        committed = next;
+        ++i;
+        continue;
+      }
+      batch.Clear();
+      size_t j = i;
+      for (; j < items.size() && !items[j].block && batch.batch.n_tokens < n_batch; ++j)
+        batch.Add(items[j].token, s.n_past + llama_pos(j - i), j + 1 == items.size());
+      CheckDecode(llama_decode(ctx, batch.batch), log, abort);
+      s.history.insert(s.history.end(), items.begin() + long(i), items.begin() + long(j));
+      s.n_past += llama_pos(j - i);
+      committed = s.n_past;
+      i = j;
+    }
+    {
+      std::lock_guard<std::mutex> lock(s.stats_mu);
+      s.stats_n_past = s.n_past;
+    }
+
+    SamplerPtr sampler = MakeSampler(request.sampling, vocab);
+    std::string pending;  // bytes of a character not yet complete
+    uint32_t generated = 0;
+    std::string reason;
+    for (;;) {
+      if (abort.load()) { reason = "abort"; break; }
+      if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
+      llama_token token = llama_sampler_sample(sampler.get(), ctx, -1);
+      if (llama_vocab_is_eog(vocab, token)) { reason = "eos"; break; }
+      ++generated;
+      pending += TokenPiece(vocab, token, false);
+      size_t whole = CompleteUtf8Prefix(pending);
+      Push({token, pending.substr(0, whole)});
+      pending.erase(0, whole);
+      {
+        std::lock_guard<std::mutex> lock(s.stats_mu);
+        s.stats.generated_tokens = generated;
+        s.stats.total_generated++;
+      }
+      if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
+      if (uint32_t(s.n_past) + 1 >= n_ctx) { reason = "contextFull"; break; }
+      batch.Clear();
+      batch.Add(token, s.n_past, true);
+      try {
+        CheckDecode(llama_decode(ctx, batch.batch), log, abort);
+      } catch (const Aborted&) {
+        reason = "abort";
+        break;
+      }
+      s.history.push_back({token, nullptr});
+      committed = ++s.n_past;
+      {
+        std::lock_guard<std::mutex> lock(s.stats_mu);
+        s.stats_n_past = s.n_past;
+      }
+    }
+    if (!pending.empty()) Push({-1, pending});  // a stream cut inside a character: the JS string gets U+FFFD
+    session_lock.unlock();
+    Finish(reason);
+    return;
+  } catch (const Aborted&) {
+    // Drop the partly evaluated batch so the context matches `history` again.
+    if (s.ctx && committed >= 0 && !llama_memory_seq_rm(llama_get_memory(s.ctx.get()), 0, committed, -1)) s.Reset();
+    session_lock.unlock();
+    Finish("abort");
+    return;
+  } catch (const NativeError& e) {
+    if (s.ctx && committed >= 0 && !llama_memory_seq_rm(llama_get_memory(s.ctx.get()), 0, committed, -1)) s.Reset();
+    session_lock.unlock();
+    Finish("error", e.code(), e.what());
+  } catch (const std::exception& e) {
+    s.Reset();
+    session_lock.unlock();
+    Finish("error", "ERR_NATIVE", e.what());
+  } catch (...) {
+    s.Reset();
+    session_lock.unlock();
+    Finish("error", "ERR_NATIVE", "unknown C++ exception");
+  }
+}
+
+Napi::Function Generation::Define(Napi::Env env) {
+  return DefineClass(env, "NativeGeneration",
+                     {InstanceMethod<&Generation::Next>("next"), InstanceMethod<&Generation::Abort>("abort")});
+}
+
+Generation::Generation(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Generation>(info) {}
+
+Generation::~Generation() {
+  if (core_) core_->Stop();
+}
+
+void GenerationCore::Stop() {
+  abort.store(true);
+  space.notify_all();
+  if (thread.joinable()) thread.join();
+}
+
+Napi::Value Generation::Start(Napi::Env env, std::shared_ptr<SessionState> session, GenerationRequest request) {
+  Addon* addon = Addon::From(env);
+  Napi::Object obj = addon->generation_ctor.New({});
+  Generation* gen = Unwrap(obj);
+  auto core = std::make_shared<GenerationCore>();
+  core->session = std::move(session);
+  core->request = std::move(request);
+  gen->core_ = core;
+  gen->Ref();  // alive until the loop has finished and told us so
+  core->notify = Napi::ThreadSafeFunction::New(
+      env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "minigpt-generation", 0, 1,
+      [gen](Napi::Env env) {  // JS thread, after the loop's Release()
+        GenerationCore* c = gen->core_.get();
+        if (c->thread.joinable()) c->thread.join();
+        if (c->torn_down) return;  // the hook below already ran; JS objects are going away
+        if (gen->cleanup_) gen->cleanup_->Remove(env);
+        gen->cleanup_.reset();
+        gen->Deliver(env);
+        gen->Unref();
+      });
+  gen->cleanup_.emplace(env.AddCleanupHook(
+      +[](GenerationCore* c) {
+        c->torn_down = true;
+        c->Stop();
+      },
+      core.get()));
+  core->thread = std::thread([core] { core->Run(); });
+  return obj;
+}
+
+void Generation::Deliver(Napi::Env env) {
+  if (!pending_) return;
+  Napi::HandleScope scope(env);
+  std::deque<Piece> pieces;
+  bool finished;
+  std::string reason, code, message;
+  {
+    std::lock_guard<std::mutex> lock(core_->mu);
+    if (core_->queue.empty() && !core_->finished) return;
+    pieces.swap(core_->queue);
+    finished = core_->finished;
+    reason = core_->stop_reason;
+    code = core_->error_code;
+    message = core_->error_message;
+  }
+  core_->space.notify_all();
+  Napi::Object result = Napi::Object::New(env);
+  Napi::Array arr = Napi::Array::New(env, pieces.size());
+  uint32_t i = 0;
+  for (const Piece& p : pieces) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("token", p.token);
+    o.Set("text", Napi::String::New(env, p.text));
+    arr.Set(i++, o);
+  }
+  result.Set("pieces", arr);
+  result.Set("done", finished && pieces.empty() ? true : false);
+  if (finished && pieces.empty()) {
+    result.Set("stopReason", reason);
+    if (!code.empty()) result.Set("error", Addon::From(env)->MakeError(env, code, message));
+  }
+  auto deferred = std::move(*pending_);
+  pending_.reset();
+  deferred.Resolve(result);
+}
+
+// next(): Promise<{ pieces: {token, text}[], done: boolean, stopReason?: string, error?: Error }>
+Napi::Value Generation::Next(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (pending_) {
+    Addon::From(env)->Throw(env, "ERR_BUSY", "next() called again before the previous call settled");
+    return env.Undefined();
+  }
+  pending_.emplace(Napi::Promise::Deferred::New(env));
+  Napi::Promise promise = pending_->Promise();
+  Deliver(env);
+  return promise;
+}
+
+Napi::Value Generation::Abort(const Napi::CallbackInfo& info) {
+  if (core_) {
+    core_->abort.store(true);
+    core_->space.notify_all();
+  }
+  return info.Env().Undefined();
+}
+
+}  // namespace minigpt

@@ -1,0 +1,86 @@
+// The decode-sample loop of one request, on a thread of its own (a long generation must not
+// pin a libuv pool thread). Tokens go into a bounded queue that JS drains with next(); when
+// JS falls `queue_size` tokens behind the loop waits, and abort() stops it within one token.
+#pragma once
+#include <napi.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "session.h"
+
+namespace minigpt {
+
+struct SamplingOptions {
+  float temperature = 0.8f;  // <= 0: greedy
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int32_t repeat_last_n = 64;
+  uint32_t seed = 0xFFFFFFFFu;  // LLAMA_DEFAULT_SEED: random
+};
+
+struct GenerationRequest {
+  std::vector<PromptPart> parts;
+  SamplingOptions sampling;
+  uint32_t max_tokens = 256;
+  size_t queue_size = 64;
+};
+
+struct Piece {
+  llama_token token;
+  std::string text;  // whole UTF-8 characters only; "" while a character is still incomplete
+};
+
+// Shared by the loop thread and the JS wrapper.
+struct GenerationCore {
+  std::shared_ptr<SessionState> session;
+  GenerationRequest request;
+  std::atomic<bool> abort{false};
+
+  std::mutex mu;
+  std::condition_variable space;  // the loop waits here for JS to drain
+  std::deque<Piece> queue;
+  bool finished = false;
+  std::string stop_reason;  // "eos" | "maxTokens" | "abort" | "contextFull"
+  std::string error_code, error_message;
+
+  std::thread thread;
+  Napi::ThreadSafeFunction notify;  // wakes the JS side after a push or at the end
+
+  bool torn_down = false;  // the environment is exiting: JS can no longer be called
+
+  void Run();
+  // Raises abort and joins the loop thread. JS thread only.
+  void Stop();
+  void Push(Piece piece);
+  void Finish(std::string reason, std::string code = {}, std::string message = {});
+};
+
+class Generation : public Napi::ObjectWrap<Generation> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit Generation(const Napi::CallbackInfo& info);
+  ~Generation();
+  static Napi::Value Start(Napi::Env env, std::shared_ptr<SessionState> session, GenerationRequest request);
+
+ private:
+  Napi::Value Next(const Napi::CallbackInfo& info);
+  Napi::Value Abort(const Napi::CallbackInfo& info);
+  void Deliver(Napi::Env env);  // resolves the pending next() if anything is ready
+
+  std::shared_ptr<GenerationCore> core_;
+  std::optional<Napi::Promise::Deferred> pending_;
+  // Environment teardown (worker exit, Electron reload) stops a loop still running.
+  std::optional<Napi::Env::CleanupHook<void (*)(GenerationCore*), GenerationCore>> cleanup_;
+};
+
+}  // namespace minigpt

@@ -1,0 +1,259 @@
+#include "model.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "abort_flag.h"
+#include "addon.h"
+#include "embedding.h"
+#include "errors.h"
+#include "log.h"
+#include "mtmd_projector.h"
+#include "session.h"
+#include "worker.h"
+
+namespace minigpt {
+
+std::vector<llama_token> Tokenize(const llama_vocab* vocab, const std::string& text, bool add_special,
+                                  bool parse_special) {
+  if (text.size() > size_t(INT32_MAX) / 2) throw NativeError("ERR_INVALID_ARGUMENT", "text too long to tokenize");
+  std::vector<llama_token> tokens(text.size() + 2);
+  int32_t n = llama_tokenize(vocab, text.data(), int32_t(text.size()), tokens.data(), int32_t(tokens.size()),
+                             add_special, parse_special);
+  if (n == INT32_MIN) throw NativeError("ERR_INVALID_ARGUMENT", "text too long to tokenize");
+  if (n < 0) {
+    tokens.resize(size_t(-n));
+    n = llama_tokenize(vocab, text.data(), int32_t(text.size()), tokens.data(), int32_t(tokens.size()),
+                       add_special, parse_special);
+    if (n < 0) throw NativeError("ERR_NATIVE", "tokenizer output size changed between calls");
+  }
+  tokens.resize(size_t(n));
+  return tokens;
+}
+
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
+  char small[64];
+  int32_t n = llama_token_to_piece(vocab, token, small, sizeof small, 0, special);
+  if (n >= 0) return std::string(small, size_t(n));
+  std::string big(size_t(-n), '\0');
+  n = llama_token_to_piece(vocab, token, big.data(), int32_t(big.size()), 0, special);
+  big.resize(size_t(std::max(n, 0)));
+  return big;
+}
+
+namespace {
+
+struct ProgressRelay {
+  const std::atomic<bool>* abort;
+  std::function<void(float)> report;
+  float lo, hi;
+};
+
+bool OnLoadProgress(float p, void* data) {
+  auto* relay = static_cast<ProgressRelay*>(data);
+  if (relay->report) relay->report(relay->lo + (relay->hi - relay->lo) * p);
+  return !(relay->abort && relay->abort->load());
+}
+
+}  // namespace
+
+std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const std::atomic<bool>* abort,
+                                              const std::function<void(float)>& progress) {
+  LogErrorScope log;
+  auto state = std::make_shared<ModelState>();
+  state->threads = options.threads;
+  state->path = options.path;
+  state->projector_path = options.projector_path;
+
+  const float model_share = options.projector_path.empty() ? 1.0f : 0.85f;
+  ProgressRelay relay{abort, progress, 0.0f, model_share};
+  llama_model_params params = llama_model_default_params();
+  params.n_gpu_layers = options.gpu_layers;
+  params.progress_callback = OnLoadProgress;  // also silences llama.cpp's progress dots
+  params.progress_callback_user_data = &relay;
+  if (!options.use_mmap) params.load_mode = LLAMA_LOAD_MODE_NONE;
+  state->model.reset(llama_model_load_from_file(options.path.c_str(), params), LlamaModelFree());
+  if (abort && abort->load()) throw NativeError("ERR_ABORTED", "model load aborted");
+  if (!state->model) throw NativeError("ERR_MODEL_LOAD", "llama.cpp could not load the model " + options.path + log.Suffix());
+  state->vocab = llama_model_get_vocab(state->model.get());
+
+  if (!options.projector_path.empty()) {
+    MtmdOptions mopts;
+    mopts.threads = options.threads;
+    mopts.use_gpu = options.gpu_layers != 0;
+    mopts.abort = abort;
+    state->projector = LoadMtmdProjector(options.projector_path, state->model, mopts);
+  }
+  if (progress) progress(1.0f);
+  return state;
+}
+
+Napi::Function NativeModel::Define(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {InstanceMethod<&NativeModel::Info>("info"),
+                      InstanceMethod<&NativeModel::TokenizeAsync>("tokenize"),
+                      InstanceMethod<&NativeModel::DetokenizeAsync>("detokenize"),
+                      InstanceMethod<&NativeModel::EncodeImage>("encodeImage"),
+                      InstanceMethod<&NativeModel::CreateSession>("createSession"),
+                      InstanceMethod<&NativeModel::Dispose>("dispose")});
+}
+
+NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+  if (info.Length() == 1 && info[0].IsExternal()) {
+    state_ = *info[0].As<Napi::External<std::shared_ptr<ModelState>>>().Data();
+  }
+}
+
+Napi::Object NativeModel::Wrap(Napi::Env env, std::shared_ptr<ModelState> state) {
+  auto* holder = new std::shared_ptr<ModelState>(std::move(state));
+  auto ext = Napi::External<std::shared_ptr<ModelState>>::New(env, holder, [](Napi::Env, std::shared_ptr<ModelState>* p) { delete p; });
+  return Addon::From(env)->model_ctor.New({ext});
+}
+
+std::shared_ptr<ModelState> NativeModel::State(Napi::Env env) {
+  if (!state_) Addon::From(env)->Throw(env, "ERR_DISPOSED", "the model has been disposed");
+  return state_;
+}
+
+Napi::Value NativeModel::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto state = State(env);
+  if (!state) return env.Undefined();
+  const llama_model* m = state->model.get();
+  Napi::Object o = Napi::Object::New(env);
+  char buf[256];
+  if (llama_model_meta_val_str(m, "general.architecture", buf, sizeof buf) >= 0) o.Set("architecture", buf);
+  llama_model_desc(m, buf, sizeof buf);
+  o.Set("description", buf);
+  o.Set("parameters", Napi::Number::New(env, double(llama_model_n_params(m))));
+  o.Set("sizeBytes", Napi::Number::New(env, double(llama_model_size(m))));
+  o.Set("contextLength", llama_model_n_ctx_train(m));
+  o.Set("embeddingSize", llama_model_n_embd(m));
+  o.Set("layers", llama_model_n_layer(m));
+  o.Set("vocabularySize", llama_vocab_n_tokens(state->vocab));
+  o.Set("bosToken", llama_vocab_bos(state->vocab));
+  o.Set("eosToken", llama_vocab_eos(state->vocab));
+  o.Set("addBos", llama_vocab_get_add_bos(state->vocab));
+  const char* tmpl = llama_model_chat_template(m, nullptr);
+  o.Set("chatTemplate", tmpl ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
+  o.Set("hasVision", state->projector != nullptr);
+  if (state->projector) {
+    o.Set("projectorBackend", state->projector->Type());
+    o.Set("projectorEmbeddingSize", state->projector->OutputEmbd());
+  }
+  auto piece = [&](llama_token t) -> Napi::Value {
+    if (t < 0 || t >= llama_vocab_n_tokens(state->vocab)) return env.Null();
+    return Napi::String::New(env, llama_vocab_get_text(state->vocab, t));
+  };
+  o.Set("bosText", piece(llama_vocab_bos(state->vocab)));
+  o.Set("eosText", piece(llama_vocab_eos(state->vocab)));
+  return o;
+}
+
+// tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Promise<Int32Array>
+Napi::Value NativeModel::TokenizeAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto state = State(env);
+  if (!state) return env.Undefined();
+  if (!info[0].IsString()) {
+    Addon::From(env)->Throw(env, "ERR_INVALID_ARGUMENT", "Expected string for text");
+    return env.Undefined();
+  }
+  std::string text = info[0].As<Napi::String>().Utf8Value();
+  bool add_special = info[1].ToBoolean();
+  bool parse_special = info[2].ToBoolean();
+  return TaskWorker<std::vector<llama_token>>::Run(
+      env, [state, text, add_special, parse_special] { return Tokenize(state->vocab, text, add_special, parse_special); },
+      [](Napi::Env env, std::vector<llama_token>& tokens) -> Napi::Value {
+        auto arr = Napi::Int32Array::New(env, tokens.size());
+        std::copy(tokens.begin(), tokens.end(), arr.Data());
+        return arr;
+      });
+}
+
+// detokenize(tokens: Int32Array, special: boolean): Promise<string>
+Napi::Value NativeModel::DetokenizeAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto state = State(env);
+  if (!state) return env.Undefined();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    Addon::From(env)->Throw(env, "ERR_INVALID_ARGUMENT", "Expected Int32Array for tokens");
+    return env.Undefined();
+  }
+  auto arr = info[0].As<Napi::Int32Array>();
+  std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
+  bool special = info[1].ToBoolean();
+  const int32_t n_vocab = llama_vocab_n_tokens(state->vocab);
+  for (llama_token t : tokens) {
+    if (t < 0 || t >= n_vocab) {
+      Addon::From(env)->Throw(env, "ERR_INVALID_ARGUMENT", "token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
+      return env.Undefined();
+    }
+  }
+  return TaskWorker<std::string>::Run(
+      env,
+      [state, tokens, special] {
+        std::string out(tokens.size() * 8 + 16, '\0');
+        int32_t n = llama_detokenize(state->vocab, tokens.data(), int32_t(tokens.size()), out.data(), int32_t(out.size()), false, special);
+        if (n < 0) {
+          out.resize(size_t(-n));
+          n = llama_detokenize(state->vocab, tokens.data(), int32_t(tokens.size()), out.data(), int32_t(out.size()), false, special);
+        }
+        out.resize(size_t(std::max(n, 0)));
+        return out;
+      },
+      [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
+}
+
+// encodeImage(rgb: Uint8Array, width: number, height: number): Promise<NativeEmbedding>
+Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Addon* addon = Addon::From(env);
+  auto state = State(env);
+  if (!state) return env.Undefined();
+  if (!state->projector) {
+    addon->Throw(env, "ERR_NO_PROJECTOR", "this model was loaded without a projector; pass `projector` to loadModel() to use images");
+    return env.Undefined();
+  }
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+      !info[1].IsNumber() || !info[2].IsNumber()) {
+    addon->Throw(env, "ERR_INVALID_ARGUMENT", "Expected (Uint8Array, width, height)");
+    return env.Undefined();
+  }
+  auto rgb = info[0].As<Napi::Uint8Array>();
+  int64_t w = info[1].As<Napi::Number>().Int64Value(), h = info[2].As<Napi::Number>().Int64Value();
+  if (w <= 0 || h <= 0 || w > 65535 || h > 65535 || size_t(rgb.ElementLength()) != size_t(w) * size_t(h) * 3) {
+    addon->Throw(env, "ERR_INVALID_ARGUMENT", "RGB buffer of " + std::to_string(rgb.ElementLength()) + " bytes does not hold " + std::to_string(w) + "x" + std::to_string(h) + "x3 pixels");
+    return env.Undefined();
+  }
+  auto pixels = std::make_shared<std::vector<uint8_t>>(rgb.Data(), rgb.Data() + rgb.ElementLength());
+  auto projector = state->projector;
+  return TaskWorker<std::shared_ptr<const EncodedImage>>::Run(
+      env, [projector, pixels, w, h] { return projector->Encode(pixels->data(), uint32_t(w), uint32_t(h)); },
+      [](Napi::Env env, std::shared_ptr<const EncodedImage>& image) -> Napi::Value {
+        return NativeEmbedding::Wrap(env, image);
+      });
+}
+
+// createSession({ contextSize, batchSize, threads }): NativeSession (its context is made lazily, off the JS thread)
+Napi::Value NativeModel::CreateSession(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto state = State(env);
+  if (!state) return env.Undefined();
+  SessionOptions opts;
+  if (info[0].IsObject()) {
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (o.Get("contextSize").IsNumber()) opts.context_size = o.Get("contextSize").As<Napi::Number>().Uint32Value();
+    if (o.Get("batchSize").IsNumber()) opts.batch_size = o.Get("batchSize").As<Napi::Number>().Uint32Value();
+    if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+  }
+  if (opts.threads <= 0) opts.threads = state->threads;
+  return NativeSession::Wrap(env, state, opts);
+}
+
+Napi::Value NativeModel::Dispose(const Napi::CallbackInfo& info) {
+  state_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace minigpt

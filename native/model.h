@@ -1,0 +1,62 @@
+// The loaded LLM and its optional projector. ModelState is shared (shared_ptr) by the JS
+// wrapper, its sessions, its embeddings and in-flight workers, so native memory is freed
+// only when the last of them lets go, whatever order JS disposes them in.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "handles.h"
+#include "projector.h"
+
+namespace minigpt {
+
+struct ModelState {
+  std::shared_ptr<llama_model> model;  // shared with the projector, which keeps a pointer to it
+  const llama_vocab* vocab = nullptr;
+  std::shared_ptr<Projector> projector;
+  int threads = 4;
+  std::string path;
+  std::string projector_path;
+};
+
+// Text <-> tokens for `vocab`; thread-safe (the vocabulary is read-only).
+std::vector<llama_token> Tokenize(const llama_vocab* vocab, const std::string& text, bool add_special,
+                                  bool parse_special);
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special);
+
+struct LoadOptions {
+  std::string path;
+  std::string projector_path;  // empty: none
+  int threads = 4;
+  int gpu_layers = 0;
+  bool use_mmap = true;
+};
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit NativeModel(const Napi::CallbackInfo& info);
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<ModelState> state);
+
+  // Runs on a worker thread. Throws NativeError (ERR_MODEL_LOAD, ERR_PROJECTOR_LOAD, ERR_ABORTED).
+  static std::shared_ptr<ModelState> Load(const LoadOptions& options, const std::atomic<bool>* abort,
+                                          const std::function<void(float)>& progress);
+
+  // Throws ERR_DISPOSED as a JS exception and returns nullptr when disposed.
+  std::shared_ptr<ModelState> State(Napi::Env env);
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value TokenizeAsync(const Napi::CallbackInfo& info);
+  Napi::Value DetokenizeAsync(const Napi::CallbackInfo& info);
+  Napi::Value EncodeImage(const Napi::CallbackInfo& info);
+  Napi::Value CreateSession(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<ModelState> state_;
+};
+
+}  // namespace minigpt

@@ -1,0 +1,134 @@
+#include "mtmd_projector.h"
+
+#include <cstring>
+
+#include "errors.h"
+#include "log.h"
+#include "mtmd-helper.h"
+#include "mtmd.h"
+
+namespace minigpt {
+namespace {
+
+struct MtmdContextFree { void operator()(mtmd_context* c) const { mtmd_free(c); } };
+struct MtmdBitmapFree { void operator()(mtmd_bitmap* b) const { mtmd_bitmap_free(b); } };
+struct MtmdChunksFree { void operator()(mtmd_input_chunks* c) const { mtmd_input_chunks_free(c); } };
+struct MtmdChunkFree { void operator()(mtmd_input_chunk* c) const { mtmd_input_chunk_free(c); } };
+
+// Shared by the projector and every block it made, so a block outlives a disposed model.
+struct MtmdState {
+  std::shared_ptr<llama_model> text_model;  // mtmd_context points into it
+  std::unique_ptr<mtmd_context, MtmdContextFree> ctx;
+  std::mutex encode_mu;  // mtmd_encode_chunk and its output buffer are not thread-safe
+  std::string type;
+  int32_t n_embd = 0;
+};
+
+class MtmdBlock : public EmbeddingBlock {
+ public:
+  MtmdBlock(std::shared_ptr<MtmdState> state, mtmd_input_chunk* chunk)
+      : state_(std::move(state)), chunk_(chunk) {}
+
+  int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch,
+                 llama_pos* new_n_past) const override {
+    // The helper reads the chunk's layout (M-RoPE positions, causal or not) and our floats.
+    return mtmd_helper_decode_image_chunk(state_->ctx.get(), ctx, chunk_.get(), const_cast<float*>(embd.data()),
+                                          n_past, seq, n_batch, new_n_past, nullptr, nullptr);
+  }
+
+ private:
+  std::shared_ptr<MtmdState> state_;
+  std::unique_ptr<mtmd_input_chunk, MtmdChunkFree> chunk_;
+};
+
+class MtmdProjector : public Projector {
+ public:
+  explicit MtmdProjector(std::shared_ptr<MtmdState> state) : state_(std::move(state)) {}
+
+  std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height) override {
+    LogErrorScope log;
+    std::unique_ptr<mtmd_bitmap, MtmdBitmapFree> bitmap(mtmd_bitmap_init(width, height, rgb));
+    if (!bitmap) throw NativeError("ERR_IMAGE_PREPROCESS", "could not make a bitmap from the image" + log.Suffix());
+
+    // Tokenizing the marker alone yields the image's chunks plus any text the model wraps
+    // around images (e.g. <start_of_image>), which belongs to the image wherever it is used.
+    std::unique_ptr<mtmd_input_chunks, MtmdChunksFree> chunks(mtmd_input_chunks_init());
+    mtmd_input_text text{mtmd_default_marker(), std::strlen(mtmd_default_marker()), false, true};
+    const mtmd_bitmap* bitmaps[] = {bitmap.get()};
+    int32_t rc = mtmd_tokenize(state_->ctx.get(), chunks.get(), &text, bitmaps, 1);
+    if (rc == 1) throw NativeError("ERR_INVALID_ARGUMENT", "image/marker count mismatch" + log.Suffix());
+    if (rc != 0) throw NativeError("ERR_IMAGE_PREPROCESS", "the projector could not preprocess the image (mtmd_tokenize " + std::to_string(rc) + ")" + log.Suffix());
+
+    auto out = std::make_shared<EncodedImage>();
+    out->n_embd = state_->n_embd;
+    const size_t n_chunks = mtmd_input_chunks_size(chunks.get());
+    for (size_t i = 0; i < n_chunks; ++i) {
+      const mtmd_input_chunk* chunk = mtmd_input_chunks_get(chunks.get(), i);
+      ImageSegment seg;
+      if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+        size_t n = 0;
+        const llama_token* toks = mtmd_input_chunk_get_tokens_text(chunk, &n);
+        seg.tokens.assign(toks, toks + n);
+        out->n_tokens += int32_t(n);
+        out->n_pos += llama_pos(n);
+      } else if (mtmd_input_chunk_get_type(chunk) == MTMD_INPUT_CHUNK_TYPE_IMAGE) {
+        auto block = std::make_shared<MtmdBlock>(state_, mtmd_input_chunk_copy(chunk));
+        block->n_tokens = int32_t(mtmd_input_chunk_get_n_tokens(chunk));
+        block->n_pos = mtmd_input_chunk_get_n_pos(chunk);
+        block->n_embd = state_->n_embd;
+        {
+          std::lock_guard<std::mutex> lock(state_->encode_mu);
+          int32_t enc = mtmd_encode_chunk(state_->ctx.get(), chunk);
+          if (enc != 0) throw NativeError("ERR_ENCODE", "the projector failed to encode the image (rc " + std::to_string(enc) + ")" + log.Suffix());
+          const float* embd = mtmd_get_output_embd(state_->ctx.get());  // valid until the next encode
+          block->embd.assign(embd, embd + size_t(block->n_tokens) * size_t(block->n_embd));
+        }
+        out->n_tokens += block->n_tokens;
+        out->n_pos += block->n_pos;
+        seg.block = std::move(block);
+      } else {
+        throw NativeError("ERR_ENCODE", "the projector produced a non-image chunk for an image");
+      }
+      out->segments.push_back(std::move(seg));
+    }
+    return out;
+  }
+
+  std::string Type() const override { return state_->type; }
+  int32_t OutputEmbd() const override { return state_->n_embd; }
+
+ private:
+  std::shared_ptr<MtmdState> state_;
+};
+
+bool AbortingProgress(float, void* data) {
+  auto* flag = static_cast<const std::atomic<bool>*>(data);
+  return !(flag && flag->load());
+}
+
+}  // namespace
+
+std::shared_ptr<Projector> LoadMtmdProjector(const std::string& path, std::shared_ptr<llama_model> text_model,
+                                             const MtmdOptions& options) {
+  LogErrorScope log;
+  mtmd_context_params params = mtmd_context_params_default();
+  params.use_gpu = options.use_gpu;
+  params.n_threads = options.threads;
+  params.print_timings = false;
+  params.warmup = false;  // the first encode pays for it; load stays as fast as the file read
+  params.progress_callback = AbortingProgress;
+  params.progress_callback_user_data = const_cast<std::atomic<bool>*>(options.abort);
+
+  auto state = std::make_shared<MtmdState>();
+  state->text_model = text_model;
+  state->ctx.reset(mtmd_init_from_file(path.c_str(), text_model.get(), params));
+  if (options.abort && options.abort->load()) throw NativeError("ERR_ABORTED", "projector load aborted");
+  if (!state->ctx) throw NativeError("ERR_PROJECTOR_LOAD", "libmtmd could not load the projector " + path + log.Suffix());
+  if (!mtmd_support_vision(state->ctx.get()))
+    throw NativeError("ERR_PROJECTOR_LOAD", "the projector " + path + " has no vision encoder (audio-only projectors are not supported)");
+  state->n_embd = llama_model_n_embd_inp(text_model.get());
+  state->type = "mtmd";
+  return std::make_shared<MtmdProjector>(std::move(state));
+}
+
+}  // namespace minigpt

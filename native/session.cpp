@@ -1,0 +1,157 @@
+#include "session.h"
+
+#include <algorithm>
+
+#include "addon.h"
+#include "embedding.h"
+#include "errors.h"
+#include "generation.h"
+#include "log.h"
+
+namespace minigpt {
+
+namespace {
+bool AbortRequested(void* data) {
+  auto* state = static_cast<SessionState*>(data);
+  return state->abort_target && state->abort_target->load();
+}
+}  // namespace
+
+llama_context* SessionState::Context() {
+  if (ctx) return ctx.get();
+  LogErrorScope log;
+  llama_context_params p = llama_context_default_params();
+  const uint32_t train = uint32_t(std::max(1, llama_model_n_ctx_train(model->model.get())));
+  p.n_ctx = options.context_size ? options.context_size : std::min<uint32_t>(train, 4096);
+  p.n_batch = std::max<uint32_t>(options.batch_size, 32);
+  // Images from non-causal projectors must fit in one micro-batch; llama.cpp's default is 512.
+  p.n_ubatch = std::min<uint32_t>(p.n_batch, 512);
+  p.n_seq_max = 1;
+  p.n_threads = options.threads;
+  p.n_threads_batch = options.threads;
+  p.abort_callback = AbortRequested;
+  p.abort_callback_data = this;
+  p.no_perf = true;
+  ctx.reset(llama_init_from_model(model->model.get(), p));
+  if (!ctx) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
+  return ctx.get();
+}
+
+void SessionState::Reset() {
+  if (ctx) llama_memory_clear(llama_get_memory(ctx.get()), true);
+  history.clear();
+  n_past = 0;
+}
+
+Napi::Function NativeSession::Define(Napi::Env env) {
+  return DefineClass(env, "NativeSession",
+                     {InstanceMethod<&NativeSession::Generate>("generate"),
+                      InstanceMethod<&NativeSession::Stats>("stats"),
+                      InstanceMethod<&NativeSession::Reset>("reset"),
+                      InstanceMethod<&NativeSession::Dispose>("dispose")});
+}
+
+NativeSession::NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSession>(info) {
+  if (info.Length() == 1 && info[0].IsExternal())
+    state_ = *info[0].As<Napi::External<std::shared_ptr<SessionState>>>().Data();
+}
+
+Napi::Object NativeSession::Wrap(Napi::Env env, std::shared_ptr<ModelState> model, const SessionOptions& options) {
+  auto state = std::make_shared<SessionState>();
+  state->model = std::move(model);
+  state->options = options;
+  auto* holder = new std::shared_ptr<SessionState>(std::move(state));
+  auto ext = Napi::External<std::shared_ptr<SessionState>>::New(
+      env, holder, [](Napi::Env, std::shared_ptr<SessionState>* p) { delete p; });
+  return Addon::From(env)->session_ctor.New({ext});
+}
+
+namespace {
+
+bool ReadNumber(Napi::Object o, const char* key, double& out) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) return false;
+  out = v.As<Napi::Number>().DoubleValue();
+  return true;
+}
+
+}  // namespace
+
+// generate(parts: Array<{ text: string, addSpecial: boolean } | NativeEmbedding>, options): NativeGeneration
+Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Addon* addon = Addon::From(env);
+  if (!state_) {
+    addon->Throw(env, "ERR_DISPOSED", "the session has been disposed");
+    return env.Undefined();
+  }
+  if (!info[0].IsArray() || !info[1].IsObject()) {
+    addon->Throw(env, "ERR_INVALID_ARGUMENT", "Expected (parts: array, options: object)");
+    return env.Undefined();
+  }
+  GenerationRequest req;
+  Napi::Array parts = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < parts.Length(); ++i) {
+    Napi::Value v = parts.Get(i);
+    PromptPart part;
+    if (auto image = NativeEmbedding::From(env, v)) {
+      part.image = image;
+    } else if (v.IsObject() && v.As<Napi::Object>().Get("text").IsString()) {
+      part.text = v.As<Napi::Object>().Get("text").As<Napi::String>().Utf8Value();
+      part.add_special = v.As<Napi::Object>().Get("addSpecial").ToBoolean();
+    } else {
+      addon->Throw(env, "ERR_INVALID_ARGUMENT", "prompt part " + std::to_string(i) + " is neither text nor a live image embedding");
+      return env.Undefined();
+    }
+    req.parts.push_back(std::move(part));
+  }
+  Napi::Object o = info[1].As<Napi::Object>();
+  double d;
+  if (ReadNumber(o, "maxTokens", d)) req.max_tokens = d < 0 ? 0 : d > 1e9 ? 1000000000u : uint32_t(d);
+  if (ReadNumber(o, "temperature", d)) req.sampling.temperature = float(d);
+  if (ReadNumber(o, "topK", d)) req.sampling.top_k = int32_t(d);
+  if (ReadNumber(o, "topP", d)) req.sampling.top_p = float(d);
+  if (ReadNumber(o, "minP", d)) req.sampling.min_p = float(d);
+  if (ReadNumber(o, "repeatPenalty", d)) req.sampling.repeat_penalty = float(d);
+  if (ReadNumber(o, "repeatLastN", d)) req.sampling.repeat_last_n = int32_t(d);
+  if (ReadNumber(o, "seed", d)) req.sampling.seed = uint32_t(d);
+  if (ReadNumber(o, "queueSize", d) && d >= 1) req.queue_size = size_t(d);
+  return Generation::Start(env, state_, std::move(req));
+}
+
+Napi::Value NativeSession::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  if (!state_) return o;
+  std::lock_guard<std::mutex> lock(state_->stats_mu);
+  const SessionStats& s = state_->stats;
+  o.Set("promptTokens", double(s.prompt_tokens));
+  o.Set("reusedTokens", double(s.reused_tokens));
+  o.Set("evaluatedTokens", double(s.evaluated_tokens));
+  o.Set("generatedTokens", double(s.generated_tokens));
+  o.Set("totalEvaluatedTokens", double(s.total_evaluated));
+  o.Set("totalGeneratedTokens", double(s.total_generated));
+  o.Set("contextUsed", double(state_->stats_n_past));
+  return o;
+}
+
+Napi::Value NativeSession::Reset(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!state_) return env.Undefined();
+  std::unique_lock<std::mutex> lock(state_->mu, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    Addon::From(env)->Throw(env, "ERR_BUSY", "the session is generating; wait for the stream to end before reset()");
+    return env.Undefined();
+  }
+  state_->Reset();
+  std::lock_guard<std::mutex> stats_lock(state_->stats_mu);
+  state_->stats_n_past = 0;
+  return env.Undefined();
+}
+
+Napi::Value NativeSession::Dispose(const Napi::CallbackInfo& info) {
+  state_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace minigpt
