@@ -103,7 +103,7 @@ Napi::Value Addon::LoadModel(const Napi::CallbackInfo& info) {
         if (progress_fn) {
           report = [&last, progress_fn](float p) {
             // Only increases of at least 1% (and the final 1.0) cross threads.
-            if (!(p >= 0.0f) || p > 1.0f || (p < 1.0f && p - last < 0.01f) || p <= last) return;
+            if (!(p > 0.0f) || p > 1.0f || (p < 1.0f && p - last < 0.01f) || p <= last) return;
             last = p;
             progress_fn->NonBlockingCall([p](Napi::Env env, Napi::Function cb) {
               cb.Call({Napi::Number::New(env, p)});

@@ -1,0 +1,104 @@
+/**
+ * Image inputs: file paths, encoded bytes (anything sharp reads: JPEG, PNG, WebP, GIF, AVIF,
+ * TIFF, ...), raw pixels or a sharp instance, all decoded the same way into upright 8-bit sRGB
+ * RGB pixels, so the same picture gives the same embedding whatever form it arrives in.
+ * @module
+ */
+import { stat } from 'node:fs/promises';
+import sharp from 'sharp';
+import type { Sharp } from 'sharp';
+import { ImageError, InvalidArgumentError } from './errors.js';
+
+/** Raw pixels, row-major, `channels` bytes per pixel (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA). */
+export interface RawImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: 1 | 2 | 3 | 4;
+}
+
+/** Every form `encodeImage` and `stream` accept for a picture. */
+export type ImageInput = string | Uint8Array | RawImage | Sharp;
+
+/** Decoded pixels handed to the projector. */
+export interface RgbImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+export interface DecodeOptions {
+  /** Refuse images with more pixels than this before decoding them. Defaults to 100 megapixels. */
+  maxPixels?: number;
+  /** Colour that transparent pixels are composed onto. Defaults to white. */
+  background?: { r: number; g: number; b: number };
+}
+
+/** True for values `decodeImage` accepts (used to tell images from text in prompts). */
+export function isImageInput(value: unknown): value is Exclude<ImageInput, string> {
+  if (value instanceof Uint8Array) return true;
+  if (value instanceof sharp) return true;
+  if (value !== null && typeof value === 'object') {
+    const raw = value as Partial<RawImage>;
+    return raw.data instanceof Uint8Array && typeof raw.width === 'number' && typeof raw.height === 'number';
+  }
+  return false;
+}
+
+function sourceFor(input: ImageInput, limitInputPixels: number): Sharp {
+  const options = { limitInputPixels, failOn: 'error' as const };
+  if (typeof input === 'string') return sharp(input, options);
+  if (input instanceof Uint8Array) {
+    if (input.length === 0) throw new ImageError('ERR_IMAGE_DECODE', 'The image buffer is empty (0 bytes)');
+    return sharp(input, options);
+  }
+  if (input instanceof sharp) return (input as Sharp).clone();
+  const raw = input as RawImage;
+  const { width, height, channels } = raw;
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
+    throw new InvalidArgumentError(`Expected positive integer width and height for raw pixels but received ${width}x${height}`);
+  if (![1, 2, 3, 4].includes(channels))
+    throw new InvalidArgumentError(`Expected channels 1, 2, 3 or 4 for raw pixels but received ${String(channels)}`);
+  if (raw.data.length !== width * height * channels)
+    throw new InvalidArgumentError(
+      `Raw pixel buffer holds ${raw.data.length} bytes but ${width}x${height}x${channels} needs ${width * height * channels}`,
+    );
+  return sharp(raw.data, { raw: { width, height, channels }, limitInputPixels });
+}
+
+/**
+ * Decodes any {@link ImageInput} into upright RGB: EXIF orientation applied, alpha composed
+ * onto `background`, colour converted to sRGB, 8 bits per channel. Animated images give
+ * their first frame. Runs on libuv's pool, never blocking the JS thread.
+ * @throws ImageError `ERR_IMAGE_DECODE` when the input is not a readable image.
+ */
+export async function decodeImage(input: ImageInput, options: DecodeOptions = {}): Promise<RgbImage> {
+  const maxPixels = options.maxPixels ?? 100_000_000;
+  const background = options.background ?? { r: 255, g: 255, b: 255 };
+  if (typeof input === 'string') {
+    const info = await stat(input).catch((err: NodeJS.ErrnoException) => {
+      throw new ImageError('ERR_IMAGE_DECODE', err.code === 'ENOENT' ? `Image file not found: ${input}` : `Cannot read image file ${input}: ${err.message}`, { cause: err });
+    });
+    if (!info.isFile()) throw new ImageError('ERR_IMAGE_DECODE', `Image path is not a file: ${input}`);
+    if (info.size === 0) throw new ImageError('ERR_IMAGE_DECODE', `Image file is empty (0 bytes): ${input}`);
+  }
+  try {
+    const { data, info } = await sourceFor(input, maxPixels)
+      .rotate()
+      .flatten({ background })
+      .toColourspace('srgb')
+      .removeAlpha()
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels === 3) return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+    const rgb = new Uint8Array(info.width * info.height * 3);
+    for (let i = 0, j = 0; i < rgb.length; i += 3, j += info.channels) rgb[i] = rgb[i + 1] = rgb[i + 2] = data[j];
+    return { data: rgb, width: info.width, height: info.height };
+  } catch (err) {
+    if (err instanceof ImageError || err instanceof InvalidArgumentError) throw err;
+    const message = (err as Error).message;
+    if (/pixel limit/i.test(message))
+      throw new ImageError('ERR_IMAGE_DECODE', `The image has more than ${maxPixels} pixels; raise maxPixels to accept it`, { cause: err });
+    throw new ImageError('ERR_IMAGE_DECODE', `Could not decode the image: ${message}`, { cause: err });
+  }
+}

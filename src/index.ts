@@ -1,0 +1,24 @@
+/**
+ * minigpt-node: vision-language models (MiniGPT-4, LLaVA and every projector llama.cpp's
+ * libmtmd loads) from Node.js, on the user's own machine.
+ * @packageDocumentation
+ */
+export { loadModel, Model } from './model.js';
+export type { LoadModelOptions, ModelInfo, TokenizeOptions, DetokenizeOptions } from './model.js';
+export { Session } from './session.js';
+export type { SessionOptions, StreamOptions, SessionStats, Content, ContentPart, Piece } from './session.js';
+export { ImageEmbedding } from './embedding.js';
+export { decodeImage } from './image.js';
+export type { ImageInput, RawImage, RgbImage, DecodeOptions } from './image.js';
+export {
+  MinigptError,
+  InvalidArgumentError,
+  ModelLoadError,
+  ImageError,
+  ContextOverflowError,
+  AbortedError,
+  DisposedError,
+} from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { getSystemInfo } from './system.js';
+export type { SystemInfo } from './system.js';

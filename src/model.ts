@@ -1,0 +1,265 @@
+/**
+ * Loading a model and what a loaded model can do.
+ * @module
+ */
+import { stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { AbortedError, ImageError, InvalidArgumentError, MinigptError, ModelLoadError, throwIfAborted } from './errors.js';
+import { ImageEmbedding } from './embedding.js';
+import { GgufFormatError, readGgufHeader } from './gguf/read.js';
+import { getNumber, getString, type GgufHeader } from './gguf/types.js';
+import { decodeImage, type DecodeOptions, type ImageInput } from './image.js';
+import { DisposeGuard } from './lifetime.js';
+import { binding, type NativeModel } from './native/binding.js';
+import { checkMmprojHeader, checkTextModelHeader } from './projector-check.js';
+import { Session, type SessionOptions } from './session.js';
+import { checkKeys, optBoolean, optFunction, optInteger, optSignal, requireString } from './validate.js';
+
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  /** Path of the language model GGUF. */
+  model: string;
+  /** Path of the image projector GGUF (an mmproj file). Without it the model is text-only. */
+  projector?: string;
+  /** CPU threads for evaluation and image encoding. Defaults to the number of logical CPUs, at most 8. */
+  threads?: number;
+  /** Default context size (tokens) of sessions. Defaults to the model's training context, at most 4096. */
+  contextSize?: number;
+  /** Layers to offload to a GPU when a GPU backend is present. Defaults to 0 (CPU). */
+  gpuLayers?: number;
+  /** Memory-map the weights (fast, shared page cache). Defaults to `true`. */
+  useMmap?: boolean;
+  /** Called with load progress in (0, 1], increasing. If it throws, loading is aborted with that error as `cause`. */
+  onProgress?: (progress: number) => void;
+  /** Aborts the load. */
+  signal?: AbortSignal;
+}
+
+/** What a loaded model is. */
+export interface ModelInfo {
+  /** `general.architecture`, e.g. "llama". */
+  architecture: string;
+  /** llama.cpp's one-line description (type, size, quantization). */
+  description: string;
+  /** Parameter count of the language model. */
+  parameters: number;
+  /** Training context length. */
+  contextLength: number;
+  /** Embedding (hidden) size of the language model. */
+  embeddingSize: number;
+  /** Vocabulary size. */
+  vocabularySize: number;
+  /** Jinja chat template from the GGUF, or null. */
+  chatTemplate: string | null;
+  /** Whether images can be given (a projector with a vision encoder is loaded). */
+  hasVision: boolean;
+  /** The projector's type (e.g. "mlp" for LLaVA-1.5), or null without a projector. */
+  projectorType: string | null;
+  /** Tokens of the vocabulary's BOS and EOS. */
+  bosToken: number;
+  eosToken: number;
+}
+
+const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'useMmap', 'onProgress', 'signal'] as const;
+
+async function checkFile(path: string, what: string, code: 'ERR_MODEL_LOAD' | 'ERR_PROJECTOR_LOAD'): Promise<GgufHeader> {
+  const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    throw new ModelLoadError(code, err.code === 'ENOENT' ? `${what} file not found: ${path}` : `Cannot read ${what} file ${path}: ${err.message}`, { cause: err });
+  });
+  if (info.isDirectory()) throw new ModelLoadError(code, `${what} path is a directory, not a GGUF file: ${path}`);
+  try {
+    return await readGgufHeader(path);
+  } catch (err) {
+    if (err instanceof GgufFormatError) throw new ModelLoadError(code, `${what} file ${path} is not a usable GGUF: ${err.message}`, { cause: err });
+    throw new ModelLoadError(code, `Cannot read ${what} file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Loads a GGUF language model and, optionally, its image projector. Everything slow runs
+ * off the JS thread; the files are checked first so a bad file rejects with a
+ * {@link ModelLoadError} instead of crashing the process.
+ * @example
+ * const model = await loadModel({ model: 'llava-v1.5-7b.Q4_K_M.gguf', projector: 'mmproj-model-f16.gguf' });
+ * @throws ModelLoadError `ERR_MODEL_LOAD`, `ERR_PROJECTOR_LOAD`, `ERR_PROJECTOR_MISMATCH`
+ * @throws AbortedError `ERR_ABORTED` when `signal` aborts
+ */
+export async function loadModel(options: LoadModelOptions): Promise<Model> {
+  const o = checkKeys(options, loadKeys, 'loadModel options');
+  if (options === undefined) throw new InvalidArgumentError('loadModel needs an options object with at least `model`');
+  const modelPath = requireString(o.model, 'model');
+  const projectorPath = o.projector === undefined ? undefined : requireString(o.projector, 'projector');
+  const threads = optInteger(o, 'threads', 1, 1024, Math.max(1, Math.min(8, availableParallelism())));
+  const contextSize = optInteger(o, 'contextSize', 16, 1 << 24);
+  const gpuLayers = optInteger(o, 'gpuLayers', -1, 100000, 0);
+  const useMmap = optBoolean(o, 'useMmap', true);
+  const onProgress = optFunction<(p: number) => void>(o, 'onProgress');
+  const signal = optSignal(o);
+  throwIfAborted(signal);
+
+  const header = await checkFile(modelPath, 'Model', 'ERR_MODEL_LOAD');
+  const textProblems = checkTextModelHeader(header);
+  if (textProblems.length) throw new ModelLoadError('ERR_MODEL_LOAD', `${modelPath}: ${textProblems.join('; ')}`);
+  let projectorHeader: GgufHeader | undefined;
+  if (projectorPath !== undefined) {
+    projectorHeader = await checkFile(projectorPath, 'Projector', 'ERR_PROJECTOR_LOAD');
+    const arch = getString(header, 'general.architecture') ?? '';
+    const textEmbd = getNumber(header, `${arch}.embedding_length`);
+    const problems = checkMmprojHeader(projectorHeader, textEmbd);
+    if (problems.length) {
+      const mismatch = problems.some((p) => /does not match/.test(p));
+      throw new ModelLoadError(mismatch ? 'ERR_PROJECTOR_MISMATCH' : 'ERR_PROJECTOR_LOAD', `${projectorPath}: ${problems.join('; ')}`);
+    }
+  }
+  throwIfAborted(signal);
+
+  const addon = binding();
+  const flag = new addon.AbortFlag();
+  let callbackError: unknown;
+  const progress = onProgress
+    ? (p: number) => {
+        if (callbackError !== undefined) return;
+        try {
+          onProgress(p);
+        } catch (err) {
+          callbackError = err;
+          flag.abort();
+        }
+      }
+    : undefined;
+  const onAbort = () => flag.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const native = await addon.loadModel({ path: modelPath, projectorPath, threads, gpuLayers, useMmap }, progress, flag);
+    return new Model(native, { threads, contextSize, projectorType: projectorHeader ? getString(projectorHeader, 'clip.projector_type') ?? null : null });
+  } catch (err) {
+    if (callbackError !== undefined) throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
+    if (signal?.aborted) throw new AbortedError('Model load aborted', { cause: signal.reason });
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Options of {@link Model.tokenize}. */
+export interface TokenizeOptions {
+  /** Parse special tokens written in the text (e.g. `<|im_start|>`). Defaults to `false`. */
+  special?: boolean;
+  /** Add BOS (and whatever else the vocabulary adds). Defaults to `false`. */
+  addBos?: boolean;
+}
+
+/** Options of {@link Model.detokenize}. */
+export interface DetokenizeOptions {
+  /** Render special/control tokens as their text. Defaults to `false`. */
+  special?: boolean;
+}
+
+/** A loaded language model (and projector). Create with {@link loadModel}. */
+export class Model {
+  #native: NativeModel;
+  #guard = new DisposeGuard('This model');
+  #children = new Set<{ dispose(): Promise<void> }>();
+  #info: ModelInfo;
+  /** @internal */
+  readonly defaults: { threads: number; contextSize?: number };
+
+  /** @internal */
+  constructor(native: NativeModel, extra: { threads: number; contextSize?: number; projectorType: string | null }) {
+    this.#native = native;
+    this.defaults = { threads: extra.threads, contextSize: extra.contextSize };
+    const n = native.info();
+    this.#info = Object.freeze({
+      architecture: n.architecture ?? 'unknown',
+      description: n.description,
+      parameters: n.parameters,
+      contextLength: n.contextLength,
+      embeddingSize: n.embeddingSize,
+      vocabularySize: n.vocabularySize,
+      chatTemplate: n.chatTemplate,
+      hasVision: n.hasVision,
+      projectorType: n.hasVision ? extra.projectorType : null,
+      bosToken: n.bosToken,
+      eosToken: n.eosToken,
+    });
+    this.tokenText = { bos: n.bosText, eos: n.eosText, addsBos: n.addBos };
+  }
+
+  /** @internal */
+  readonly tokenText: { bos: string | null; eos: string | null; addsBos: boolean };
+
+  /** What this model is. */
+  get info(): ModelInfo {
+    this.#guard.throwIfDisposed();
+    return this.#info;
+  }
+
+  /** True after `dispose()`. */
+  get disposed(): boolean {
+    return this.#guard.disposed;
+  }
+
+  /** Text to token ids, off the JS thread. */
+  async tokenize(text: string, options: TokenizeOptions = {}): Promise<Int32Array> {
+    const o = checkKeys(options, ['special', 'addBos'], 'tokenize options');
+    if (typeof text !== 'string') throw new InvalidArgumentError(`Expected string for text but received ${typeof text}`);
+    const special = optBoolean(o, 'special', false);
+    const addBos = optBoolean(o, 'addBos', false);
+    using _hold = this.#guard.hold();
+    return this.#native.tokenize(text, addBos, special);
+  }
+
+  /** Token ids to text, off the JS thread. */
+  async detokenize(tokens: Int32Array | readonly number[], options: DetokenizeOptions = {}): Promise<string> {
+    const o = checkKeys(options, ['special'], 'detokenize options');
+    const special = optBoolean(o, 'special', false);
+    let ids: Int32Array;
+    if (tokens instanceof Int32Array) ids = tokens;
+    else if (Array.isArray(tokens) && tokens.every((t) => Number.isInteger(t))) ids = Int32Array.from(tokens);
+    else throw new InvalidArgumentError('Expected Int32Array or array of integers for tokens');
+    using _hold = this.#guard.hold();
+    return this.#native.detokenize(ids, special);
+  }
+
+  /**
+   * Decodes a picture and runs the projector on it, off the JS thread.
+   * @param input a file path, encoded bytes (JPEG, PNG, WebP, GIF, AVIF, TIFF...), raw pixels or a sharp instance
+   * @throws ImageError `ERR_NO_PROJECTOR`, `ERR_IMAGE_DECODE`, `ERR_ENCODE`
+   */
+  async encodeImage(input: ImageInput, options: DecodeOptions & { signal?: AbortSignal } = {}): Promise<ImageEmbedding> {
+    const o = checkKeys(options, ['maxPixels', 'background', 'signal'], 'encodeImage options');
+    const signal = optSignal(o);
+    throwIfAborted(signal);
+    using _hold = this.#guard.hold();
+    if (!this.#info.hasVision) throw new ImageError('ERR_NO_PROJECTOR', 'This model was loaded without a projector; pass `projector` to loadModel() to use images');
+    const rgb = await decodeImage(input, { maxPixels: options.maxPixels, background: options.background });
+    throwIfAborted(signal);
+    const native = await this.#native.encodeImage(rgb.data, rgb.width, rgb.height);
+    const embedding = new ImageEmbedding(native, this);
+    const entry = { dispose: () => embedding.dispose() };
+    this.#children.add(entry);
+    return embedding;
+  }
+
+  /** Starts a conversation. Cheap: the context's memory is allocated on its first use, off the JS thread. */
+  createSession(options: SessionOptions = {}): Session {
+    this.#guard.throwIfDisposed();
+    const session = new Session(this, this.#native, options, (child) => this.#children.delete(child));
+    this.#children.add(session);
+    return session;
+  }
+
+  /** Frees the model, its sessions (stopping their streams) and its image embeddings. Idempotent. */
+  async dispose(): Promise<void> {
+    const children = [...this.#children];
+    this.#children.clear();
+    await Promise.all(children.map((c) => c.dispose()));
+    if (await this.#guard.dispose()) this.#native.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+export { MinigptError };
