@@ -75,7 +75,12 @@ void GenerationCore::Push(Piece piece) {
     was_empty = queue.empty();
     queue.push_back(std::move(piece));
   }
-  if (was_empty) notify.NonBlockingCall();  // JS drains everything queued in one go
+  if (was_empty) Wake();  // JS drains everything queued in one go
+}
+
+void GenerationCore::Wake() {
+  Generation* target = owner;
+  notify.NonBlockingCall([target](Napi::Env env, Napi::Function) { target->Deliver(env); });
 }
 
 void GenerationCore::Finish(std::string reason, std::string code, std::string message) {
@@ -86,7 +91,7 @@ void GenerationCore::Finish(std::string reason, std::string code, std::string me
     error_code = std::move(code);
     error_message = std::move(message);
   }
-  notify.NonBlockingCall();
+  Wake();
   notify.Release();
 }
 
@@ -262,6 +267,7 @@ Napi::Value Generation::Start(Napi::Env env, std::shared_ptr<SessionState> sessi
   core->session = std::move(session);
   core->request = std::move(request);
   gen->core_ = core;
+  core->owner = gen;
   gen->Ref();  // alive until the loop has finished and told us so
   core->notify = Napi::ThreadSafeFunction::New(
       env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "minigpt-generation", 0, 1,

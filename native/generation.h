@@ -41,6 +41,8 @@ struct Piece {
 };
 
 // Shared by the loop thread and the JS wrapper.
+class Generation;
+
 struct GenerationCore {
   std::shared_ptr<SessionState> session;
   GenerationRequest request;
@@ -55,6 +57,9 @@ struct GenerationCore {
 
   std::thread thread;
   Napi::ThreadSafeFunction notify;  // wakes the JS side after a push or at the end
+  Generation* owner = nullptr;      // referenced (Ref) until `notify` is finalized
+
+  void Wake();
 
   bool torn_down = false;  // the environment is exiting: JS can no longer be called
 
@@ -67,6 +72,8 @@ struct GenerationCore {
 
 class Generation : public Napi::ObjectWrap<Generation> {
  public:
+  // JS thread: resolves the pending next() if anything is ready.
+  void Deliver(Napi::Env env);
   static Napi::Function Define(Napi::Env env);
   explicit Generation(const Napi::CallbackInfo& info);
   ~Generation();
@@ -75,7 +82,6 @@ class Generation : public Napi::ObjectWrap<Generation> {
  private:
   Napi::Value Next(const Napi::CallbackInfo& info);
   Napi::Value Abort(const Napi::CallbackInfo& info);
-  void Deliver(Napi::Env env);  // resolves the pending next() if anything is ready
 
   std::shared_ptr<GenerationCore> core_;
   std::optional<Napi::Promise::Deferred> pending_;

@@ -34,6 +34,8 @@ llama_context* SessionState::Context() {
   p.no_perf = true;
   ctx.reset(llama_init_from_model(model->model.get(), p));
   if (!ctx) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
+  std::lock_guard<std::mutex> lock(stats_mu);
+  stats_n_ctx = llama_n_ctx(ctx.get());
   return ctx.get();
 }
 
@@ -132,6 +134,7 @@ Napi::Value NativeSession::Stats(const Napi::CallbackInfo& info) {
   o.Set("totalEvaluatedTokens", double(s.total_evaluated));
   o.Set("totalGeneratedTokens", double(s.total_generated));
   o.Set("contextUsed", double(state_->stats_n_past));
+  o.Set("contextSize", double(state_->stats_n_ctx));
   return o;
 }
 

@@ -54,6 +54,7 @@ struct SessionState {
   std::mutex stats_mu;  // stats and n_past, read by JS while a generation runs
   SessionStats stats;
   llama_pos stats_n_past = 0;
+  uint32_t stats_n_ctx = 0;  // the context's real size (llama.cpp rounds it up), once created
   std::atomic<bool>* abort_target = nullptr;  // polled by llama_decode's abort callback
 
   // Creates the llama_context on first use (on the generation thread, never the JS one).

@@ -30,12 +30,12 @@ export class ImageEmbedding {
 
   /** Sequence positions the image takes in a prompt (embedding rows plus any wrapping tokens). */
   get nTokens(): number {
-    return this.#live().nTokens;
+    return this.#public().nTokens;
   }
 
   /** Width of each embedding row: the language model's input embedding size. */
   get nEmbd(): number {
-    return this.#live().nEmbd;
+    return this.#public().nEmbd;
   }
 
   /** True after `dispose()`. */
@@ -45,7 +45,7 @@ export class ImageEmbedding {
 
   /** A copy of the embedding rows, `rows * nEmbd` floats, in sequence order. */
   toFloat32Array(): Float32Array {
-    return this.#live().toFloat32Array();
+    return this.#public().toFloat32Array();
   }
 
   /** Frees the embedding (at once, or when the last session using it lets go). Idempotent. */
@@ -66,7 +66,7 @@ export class ImageEmbedding {
 
   /** @internal A session keeps the image until it calls the returned release function. */
   [retain](): () => void {
-    this.#live();
+    this.#public();
     this.#users++;
     let done = false;
     return () => {
@@ -76,6 +76,12 @@ export class ImageEmbedding {
     };
   }
 
+  #public(): NativeEmbedding {
+    if (this.#disposed) throw new DisposedError('This image embedding');
+    return this.#live();
+  }
+
+  // Sessions that retained the image may still use it after the user disposed it.
   #live(): NativeEmbedding {
     if (this.#disposed && this.#users === 0) throw new DisposedError('This image embedding');
     if (!this.#native) throw new DisposedError('This image embedding');

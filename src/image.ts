@@ -53,6 +53,8 @@ function sourceFor(input: ImageInput, limitInputPixels: number): Sharp {
     return sharp(input, options);
   }
   if (input instanceof sharp) return (input as Sharp).clone();
+  if (!isImageInput(input))
+    throw new InvalidArgumentError('Expected an image: a file path, a Buffer or Uint8Array of encoded bytes, raw pixels { data, width, height, channels } or a sharp instance');
   const raw = input as RawImage;
   const { width, height, channels } = raw;
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)

@@ -131,8 +131,15 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const native = await addon.loadModel({ path: modelPath, projectorPath, threads, gpuLayers, useMmap }, progress, flag);
+    // Progress calls cross threads asynchronously: let the last ones run before deciding.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (callbackError !== undefined) {
+      native.dispose();
+      throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
+    }
     return new Model(native, { threads, contextSize, projectorType: projectorHeader ? getString(projectorHeader, 'clip.projector_type') ?? null : null });
   } catch (err) {
+    if (err instanceof AbortedError) throw err;
     if (callbackError !== undefined) throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
     if (signal?.aborted) throw new AbortedError('Model load aborted', { cause: signal.reason });
     throw err;

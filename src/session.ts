@@ -77,6 +77,8 @@ export interface SessionStats {
   totalGeneratedTokens: number;
   /** Positions of the context in use. */
   contextUsed: number;
+  /** The context's size once it exists (llama.cpp may round the requested size up), else 0. */
+  contextSize: number;
 }
 
 type Part = string | ImageEmbedding;

@@ -76,6 +76,7 @@ export interface NativeSessionStats {
   totalEvaluatedTokens: number;
   totalGeneratedTokens: number;
   contextUsed: number;
+  contextSize: number;
 }
 
 export interface NativeSession {
