@@ -57,8 +57,9 @@ test('EXIF orientation is applied', async () => {
   // or turned anticlockwise and tagged 6: displayed upright, both are the original picture.
   for (const [angle, orientation] of [[90, 8], [270, 6]]) {
     const stored = sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: 3 } }).rotate(angle);
-    const png = await sharp(await stored.png().toBuffer()).withMetadata({ orientation }).png().toBuffer();
-    const jpeg = await sharp(png).jpeg({ quality: 100, chromaSubsampling: '4:4:4' }).toBuffer();
+    const storedPng = await stored.png().toBuffer();
+    const png = await sharp(storedPng).withMetadata({ orientation }).png().toBuffer();
+    const jpeg = await sharp(storedPng).withMetadata({ orientation }).jpeg({ quality: 100, chromaSubsampling: '4:4:4' }).toBuffer();
     assert.equal((await sharp(jpeg).metadata()).orientation, orientation);
     const fromPng = await decodeImage(png);
     assert.deepEqual([fromPng.width, fromPng.height], [raw.width, raw.height]);
