@@ -32,6 +32,11 @@ export interface DecodeOptions {
   maxPixels?: number;
   /** Colour that transparent pixels are composed onto. Defaults to white. */
   background?: { r: number; g: number; b: number };
+  /**
+   * Squash to exactly this size (aspect ratio not kept) with antialiased bicubic resampling,
+   * as BLIP-2's eval preprocessing does. Defaults to no resize.
+   */
+  resize?: { width: number; height: number };
 }
 
 /** True for values `decodeImage` accepts (used to tell images from text in prompts). */
@@ -85,9 +90,14 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
     if (info.size === 0) throw new ImageError('ERR_IMAGE_DECODE', `Image file is empty (0 bytes): ${input}`);
   }
   try {
-    const { data, info } = await sourceFor(input, maxPixels)
-      .rotate()
-      .flatten({ background })
+    let pipeline = sourceFor(input, maxPixels).rotate().flatten({ background });
+    if (options.resize) {
+      // A resize runs after orientation; sharp applies rotate() first only in a separate pass.
+      const upright = await pipeline.toColourspace('srgb').removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+      pipeline = sharp(upright.data, { raw: { width: upright.info.width, height: upright.info.height, channels: upright.info.channels } })
+        .resize(options.resize.width, options.resize.height, { fit: 'fill', kernel: 'cubic' });
+    }
+    const { data, info } = await pipeline
       .toColourspace('srgb')
       .removeAlpha()
       .raw({ depth: 'uchar' })
