@@ -80,6 +80,7 @@ Napi::Value Addon::LoadModel(const Napi::CallbackInfo& info) {
   LoadOptions opts;
   opts.path = o.Get("path").As<Napi::String>().Utf8Value();
   if (o.Get("projectorPath").IsString()) opts.projector_path = o.Get("projectorPath").As<Napi::String>().Utf8Value();
+  if (o.Get("projectorKind").IsString()) opts.projector_kind = o.Get("projectorKind").As<Napi::String>().Utf8Value();
   if (o.Get("threads").IsNumber()) opts.threads = std::max(1, o.Get("threads").As<Napi::Number>().Int32Value());
   if (o.Get("gpuLayers").IsNumber()) opts.gpu_layers = o.Get("gpuLayers").As<Napi::Number>().Int32Value();
   if (o.Get("useMmap").IsBoolean()) opts.use_mmap = o.Get("useMmap").As<Napi::Boolean>().Value();

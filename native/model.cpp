@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "log.h"
 #include "mtmd_projector.h"
+#include "qformer/blip2_projector.h"
 #include "session.h"
 #include "worker.h"
 
@@ -77,7 +78,11 @@ std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const 
   if (!state->model) throw NativeError("ERR_MODEL_LOAD", "llama.cpp could not load the model " + options.path + log.Suffix());
   state->vocab = llama_model_get_vocab(state->model.get());
 
-  if (!options.projector_path.empty()) {
+  if (!options.projector_path.empty() && options.projector_kind == "blip2") {
+    Blip2Options bopts;
+    bopts.threads = options.threads;
+    state->projector = LoadBlip2Projector(options.projector_path, state->model, bopts);
+  } else if (!options.projector_path.empty()) {
     MtmdOptions mopts;
     mopts.threads = options.threads;
     mopts.use_gpu = options.gpu_layers != 0;

@@ -30,6 +30,7 @@ std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special
 struct LoadOptions {
   std::string path;
   std::string projector_path;  // empty: none
+  std::string projector_kind = "mtmd";  // "mtmd" (libmtmd's mmproj) or "blip2" (ours)
   int threads = 4;
   int gpu_layers = 0;
   bool use_mmap = true;

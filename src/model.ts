@@ -11,6 +11,7 @@ import { getNumber, getString, type GgufHeader } from './gguf/types.js';
 import { decodeImage, type DecodeOptions, type ImageInput } from './image.js';
 import { DisposeGuard } from './lifetime.js';
 import { binding, type NativeModel } from './native/binding.js';
+import { checkBlip2Header } from './blip2-check.js';
 import { checkMmprojHeader, checkTextModelHeader } from './projector-check.js';
 import { Session, type SessionOptions } from './session.js';
 import { checkKeys, optBoolean, optFunction, optInteger, optSignal, requireString } from './validate.js';
@@ -53,8 +54,10 @@ export interface ModelInfo {
   chatTemplate: string | null;
   /** Whether images can be given (a projector with a vision encoder is loaded). */
   hasVision: boolean;
-  /** The projector's type (e.g. "mlp" for LLaVA-1.5), or null without a projector. */
+  /** The projector's type ("mlp" for LLaVA-1.5, "blip2" for MiniGPT-4 / BLIP-2), or null without one. */
   projectorType: string | null;
+  /** The conversation format the projector asks for (e.g. "minigpt4-v0"), or null. */
+  promptTemplate: string | null;
   /** Tokens of the vocabulary's BOS and EOS. */
   bosToken: number;
   eosToken: number;
@@ -105,7 +108,9 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
     projectorHeader = await checkFile(projectorPath, 'Projector', 'ERR_PROJECTOR_LOAD');
     const arch = getString(header, 'general.architecture') ?? '';
     const textEmbd = getNumber(header, `${arch}.embedding_length`);
-    const problems = checkMmprojHeader(projectorHeader, textEmbd);
+    const problems = getString(projectorHeader, 'general.architecture') === 'blip2'
+      ? checkBlip2Header(projectorHeader, textEmbd)
+      : checkMmprojHeader(projectorHeader, textEmbd);
     if (problems.length) {
       const mismatch = problems.some((p) => /does not match/.test(p));
       throw new ModelLoadError(mismatch ? 'ERR_PROJECTOR_MISMATCH' : 'ERR_PROJECTOR_LOAD', `${projectorPath}: ${problems.join('; ')}`);
@@ -130,14 +135,23 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const onAbort = () => flag.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const native = await addon.loadModel({ path: modelPath, projectorPath, threads, gpuLayers, useMmap }, progress, flag);
+    const blip2 = projectorHeader !== undefined && getString(projectorHeader, 'general.architecture') === 'blip2';
+    const projectorKind = blip2 ? 'blip2' : 'mtmd';
+    const native = await addon.loadModel({ path: modelPath, projectorPath, projectorKind, threads, gpuLayers, useMmap }, progress, flag);
     // Progress calls cross threads asynchronously: let the last ones run before deciding.
     await new Promise((resolve) => setImmediate(resolve));
     if (callbackError !== undefined) {
       native.dispose();
       throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
     }
-    return new Model(native, { threads, contextSize, projectorType: projectorHeader ? getString(projectorHeader, 'clip.projector_type') ?? null : null });
+    return new Model(native, {
+      threads,
+      contextSize,
+      projectorType: blip2 ? 'blip2' : projectorHeader ? getString(projectorHeader, 'clip.projector_type') ?? null : null,
+      promptTemplate: blip2 ? getString(projectorHeader!, 'blip2.prompt_template') ?? null : null,
+      // BLIP-2's eval preprocessing squashes every picture to the ViT's input size first.
+      resizeTo: blip2 ? getNumber(projectorHeader!, 'blip2.vision.image_size') : undefined,
+    });
   } catch (err) {
     if (err instanceof AbortedError) throw err;
     if (callbackError !== undefined) throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
@@ -168,12 +182,17 @@ export class Model {
   #guard = new DisposeGuard('This model');
   #children = new Set<{ dispose(): Promise<void> }>();
   #info: ModelInfo;
+  #resizeTo: number | undefined;
   /** @internal */
   readonly defaults: { threads: number; contextSize?: number };
 
   /** @internal */
-  constructor(native: NativeModel, extra: { threads: number; contextSize?: number; projectorType: string | null }) {
+  constructor(
+    native: NativeModel,
+    extra: { threads: number; contextSize?: number; projectorType: string | null; promptTemplate: string | null; resizeTo?: number },
+  ) {
     this.#native = native;
+    this.#resizeTo = extra.resizeTo;
     this.defaults = { threads: extra.threads, contextSize: extra.contextSize };
     const n = native.info();
     this.#info = Object.freeze({
@@ -186,6 +205,7 @@ export class Model {
       chatTemplate: n.chatTemplate,
       hasVision: n.hasVision,
       projectorType: n.hasVision ? extra.projectorType : null,
+      promptTemplate: n.hasVision ? extra.promptTemplate : null,
       bosToken: n.bosToken,
       eosToken: n.eosToken,
     });
@@ -239,7 +259,8 @@ export class Model {
     throwIfAborted(signal);
     using _hold = this.#guard.hold();
     if (!this.#info.hasVision) throw new ImageError('ERR_NO_PROJECTOR', 'This model was loaded without a projector; pass `projector` to loadModel() to use images');
-    const rgb = await decodeImage(input, { maxPixels: options.maxPixels, background: options.background });
+    const resize = this.#resizeTo ? { width: this.#resizeTo, height: this.#resizeTo } : undefined;
+    const rgb = await decodeImage(input, { maxPixels: options.maxPixels, background: options.background, resize });
     throwIfAborted(signal);
     const native = await this.#native.encodeImage(rgb.data, rgb.width, rgb.height);
     const embedding = new ImageEmbedding(native, this);

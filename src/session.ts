@@ -10,6 +10,7 @@ import { AsyncLock, DisposeGuard } from './lifetime.js';
 import type { Model } from './model.js';
 import type { NativeGeneration, NativeModel, NativePromptPart, NativeSession } from './native/binding.js';
 import { StopDetector, type Piece } from './stop.js';
+import { builtinStops, isBuiltinTemplate, renderBuiltin, type BuiltinTemplate } from './prompts.js';
 import { renderChat, type ChatMessage } from './template.js';
 import { checkKeys, checkWellFormed, invalid, optInteger, optNumber, optSignal, optString } from './validate.js';
 
@@ -22,7 +23,9 @@ export interface SessionOptions {
   /** System prompt, the first message of the conversation (ignored with `template: 'none'`). */
   systemPrompt?: string;
   /**
-   * How turns are formatted: `'auto'` (default) uses the chat template in the model's GGUF;
+   * How turns are formatted: `'auto'` (default) uses the projector's own conversation format
+   * when it has one (MiniGPT-4's, from a BLIP-2 projector GGUF), else the chat template in the
+   * model's GGUF; `'minigpt4-v0'` and `'minigpt4-llama2'` pick MiniGPT-4's formats by name;
    * `'none'` evaluates content exactly as given (BOS once at the start, special tokens in the
    * text parsed, images where they stand), for custom formats such as MiniGPT-4's; any other
    * string is used as a Jinja chat template.
@@ -121,6 +124,7 @@ export class Session {
   #guard = new DisposeGuard('This session');
   #lock = new AsyncLock();
   #template: string | null;
+  #builtin: BuiltinTemplate | undefined;
   #systemPrompt: string | undefined;
   #turns: Turn[] = [];
   #releases: Array<() => void> = [];
@@ -136,7 +140,11 @@ export class Session {
     const batchSize = optInteger(o, 'batchSize', 32, 1 << 16, 512);
     this.#systemPrompt = optString(o, 'systemPrompt');
     const template = optString(o, 'template') ?? 'auto';
-    if (template === 'none') this.#template = null;
+    const projectorTemplate = model.info.promptTemplate ?? undefined;
+    this.#template = null;
+    if (isBuiltinTemplate(template)) this.#builtin = template;
+    else if (template === 'none') this.#template = null;
+    else if (template === 'auto' && isBuiltinTemplate(projectorTemplate)) this.#builtin = projectorTemplate;
     else if (template === 'auto') {
       if (!model.info.chatTemplate) {
         throw new MinigptError('ERR_TEMPLATE', "This model's GGUF has no chat template; pass createSession({ template: 'none' }) to send prompts as written, or a Jinja template string");
@@ -185,7 +193,7 @@ export class Session {
       this.#turns.push(user);
       for (const p of user.parts) if (p instanceof ImageEmbedding) this.#releases.push(p[retain]());
       generation = this.#native.generate(this.#prompt(), opts.native);
-      const stops = new StopDetector(opts.stop);
+      const stops = new StopDetector(this.#builtin ? [...builtinStops(this.#builtin), ...opts.stop] : opts.stop);
       let answered = false;
       for (;;) {
         const batch = await generation.next();
@@ -299,7 +307,15 @@ export class Session {
     const textOf = (parts: Part[]) =>
       parts.map((p) => (typeof p === 'string' ? p : `${this.#marker}${images.push(p) - 1}__>`)).join('');
     let text: string;
-    if (this.#template === null) {
+    if (this.#builtin) {
+      text = renderBuiltin(
+        this.#builtin,
+        this.#turns.map((t) => ({
+          role: t.role,
+          parts: t.parts.map((p) => (typeof p === 'string' ? { text: p, image: false } : { text: textOf([p]), image: true })),
+        })),
+      );
+    } else if (this.#template === null) {
       text = this.#turns.map((t) => textOf(t.parts)).join('');
     } else {
       const messages: ChatMessage[] = [];

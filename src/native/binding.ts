@@ -111,7 +111,7 @@ export interface NativeDevice {
 export interface Binding {
   setErrorFactory(make: (code: string, message: string) => Error): void;
   loadModel(
-    options: { path: string; projectorPath?: string; threads: number; gpuLayers: number; useMmap: boolean },
+    options: { path: string; projectorPath?: string; projectorKind: 'mtmd' | 'blip2'; threads: number; gpuLayers: number; useMmap: boolean },
     onProgress: ((p: number) => void) | undefined,
     abort: NativeAbortFlag | undefined,
   ): Promise<NativeModel>;

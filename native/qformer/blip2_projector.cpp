@@ -1,0 +1,125 @@
+#include "blip2_projector.h"
+
+#include <mutex>
+#include <vector>
+
+#include "blip2_graph.h"
+#include "blip2_weights.h"
+#include "errors.h"
+#include "ggml-cpu.h"
+#include "llama.h"
+
+namespace minigpt {
+namespace {
+
+struct BackendFree { void operator()(ggml_backend* b) const { ggml_backend_free(b); } };
+struct SchedFree { void operator()(ggml_backend_sched* s) const { ggml_backend_sched_free(s); } };
+
+// Embeddings fed to the LLM as a plain causal run of positions.
+class PlainBlock : public EmbeddingBlock {
+ public:
+  int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch, llama_pos* new_n_past) const override {
+    for (int32_t start = 0; start < n_tokens; start += n_batch) {
+      const int32_t n = std::min(n_batch, n_tokens - start);
+      llama_batch batch = llama_batch_init(n, n_embd, 1);
+      std::copy(embd.begin() + size_t(start) * n_embd, embd.begin() + size_t(start + n) * n_embd, batch.embd);
+      for (int32_t i = 0; i < n; ++i) {
+        batch.pos[i] = n_past + start + i;
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = seq;
+        batch.logits[i] = false;
+      }
+      batch.n_tokens = n;
+      int32_t rc = llama_decode(ctx, batch);
+      llama_batch_free(batch);
+      if (rc != 0) return rc;
+    }
+    *new_n_past = n_past + n_tokens;
+    return 0;
+  }
+};
+
+class Blip2Projector : public Projector {
+ public:
+  Blip2Projector(std::shared_ptr<llama_model> text_model, std::unique_ptr<ggml_backend, BackendFree> cpu,
+                 std::unique_ptr<Blip2Weights> weights)
+      : text_model_(std::move(text_model)), cpu_(std::move(cpu)), w_(std::move(weights)) {
+    ggml_backend_t backends[] = {cpu_.get()};
+    sched_.reset(ggml_backend_sched_new(backends, nullptr, 1, kBlip2GraphNodes, false, true));
+    graph_mem_.resize(Blip2GraphMemory());
+    // Reserve once: every image runs the same graph, so the compute buffer is reused.
+    Build();
+    if (!ggml_backend_sched_reserve(sched_.get(), graph_.graph))
+      throw NativeError("ERR_OUT_OF_MEMORY", "could not allocate the BLIP-2 projector's compute buffer");
+  }
+
+  std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height) override {
+    const Blip2Params& p = w_->p;
+    if (width != p.image_size || height != p.image_size)
+      throw NativeError("ERR_IMAGE_PREPROCESS", "the BLIP-2 projector takes " + std::to_string(p.image_size) + "x" +
+                                                    std::to_string(p.image_size) + " pixels, got " + std::to_string(width) + "x" + std::to_string(height));
+    const size_t plane = size_t(width) * height;
+    std::vector<float> pixels(plane * 3);
+    for (size_t i = 0; i < plane; ++i)
+      for (int c = 0; c < 3; ++c) pixels[c * plane + i] = (rgb[i * 3 + c] / 255.0f - p.mean[c]) / p.std[c];
+
+    auto block = std::make_shared<PlainBlock>();
+    block->n_embd = int32_t(p.output_length);
+    block->n_tokens = int32_t(p.n_output_tokens());
+    block->n_pos = block->n_tokens;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ggml_backend_sched_reset(sched_.get());
+      Build();
+      if (!ggml_backend_sched_alloc_graph(sched_.get(), graph_.graph))
+        throw NativeError("ERR_ENCODE", "could not allocate the BLIP-2 graph");
+      ggml_backend_tensor_set(graph_.input, pixels.data(), 0, pixels.size() * sizeof(float));
+      if (ggml_backend_sched_graph_compute(sched_.get(), graph_.graph) != GGML_STATUS_SUCCESS)
+        throw NativeError("ERR_ENCODE", "the BLIP-2 graph failed to compute");
+      block->embd.resize(size_t(block->n_tokens) * block->n_embd);
+      ggml_backend_tensor_get(graph_.output, block->embd.data(), 0, block->embd.size() * sizeof(float));
+    }
+    auto image = std::make_shared<EncodedImage>();
+    image->n_tokens = block->n_tokens;
+    image->n_pos = block->n_pos;
+    image->n_embd = block->n_embd;
+    image->segments.push_back({{}, std::move(block)});
+    return image;
+  }
+
+  std::string Type() const override { return "blip2"; }
+  int32_t OutputEmbd() const override { return int32_t(w_->p.output_length); }
+
+ private:
+  void Build() {
+    ggml_init_params params{graph_mem_.size(), graph_mem_.data(), true};
+    graph_ctx_.reset(ggml_init(params));
+    graph_ = BuildBlip2Graph(graph_ctx_.get(), *w_);
+  }
+
+  std::shared_ptr<llama_model> text_model_;
+  std::unique_ptr<ggml_backend, BackendFree> cpu_;
+  std::unique_ptr<Blip2Weights> w_;
+  std::unique_ptr<ggml_backend_sched, SchedFree> sched_;
+  std::vector<uint8_t> graph_mem_;
+  std::unique_ptr<ggml_context, GgmlContextFree> graph_ctx_;
+  Blip2Graph graph_;
+  std::mutex mu_;  // one encode at a time: the graph and its buffers are shared
+};
+
+}  // namespace
+
+std::shared_ptr<Projector> LoadBlip2Projector(const std::string& path, std::shared_ptr<llama_model> text_model,
+                                              const Blip2Options& options) {
+  std::unique_ptr<ggml_backend, BackendFree> cpu(ggml_backend_cpu_init());
+  if (!cpu) throw NativeError("ERR_PROJECTOR_LOAD", "could not start ggml's CPU backend");
+  ggml_backend_cpu_set_n_threads(cpu.get(), options.threads);
+  auto weights = LoadBlip2Weights(path, cpu.get());
+  const int32_t text_embd = llama_model_n_embd_inp(text_model.get());
+  if (int64_t(weights->p.output_length) != text_embd)
+    throw NativeError("ERR_PROJECTOR_MISMATCH", "projector output size " + std::to_string(weights->p.output_length) +
+                                                    " does not match the text model's embedding size " + std::to_string(text_embd));
+  return std::make_shared<Blip2Projector>(std::move(text_model), std::move(cpu), std::move(weights));
+}
+
+}  // namespace minigpt

@@ -1,0 +1,51 @@
+/**
+ * @internal
+ * Checks a BLIP-2 projector GGUF's header (docs/blip2-gguf.md) before native code loads it:
+ * keys present with the right types and sizes that agree with each other and with the text
+ * model. The native loader checks every tensor's shape again and names any that is wrong.
+ */
+import { getNumber, getString, type GgufHeader } from './gguf/types.js';
+
+const requiredSizes = [
+  'blip2.vision.image_size',
+  'blip2.vision.patch_size',
+  'blip2.vision.embedding_length',
+  'blip2.vision.block_count',
+  'blip2.vision.attention.head_count',
+  'blip2.vision.feed_forward_length',
+  'blip2.projection.output_length',
+];
+const qformerSizes = [
+  'blip2.qformer.embedding_length',
+  'blip2.qformer.block_count',
+  'blip2.qformer.attention.head_count',
+  'blip2.qformer.feed_forward_length',
+  'blip2.qformer.query_count',
+];
+
+export function checkBlip2Header(h: GgufHeader, textModelEmbd: number | undefined): string[] {
+  const problems: string[] = [];
+  const variant = getString(h, 'blip2.variant') ?? 'qformer';
+  if (variant !== 'qformer' && variant !== 'patch_group') problems.push(`unknown blip2.variant "${variant}"`);
+  const sizes = variant === 'qformer' ? [...requiredSizes, ...qformerSizes] : requiredSizes;
+  const value: Record<string, number> = {};
+  for (const key of sizes) {
+    const v = getNumber(h, key);
+    if (v === undefined || !Number.isInteger(v) || v <= 0) problems.push(`key ${key} is missing or not a positive integer`);
+    else value[key] = v;
+  }
+  if (problems.length) return problems;
+  const image = value['blip2.vision.image_size'];
+  const patch = value['blip2.vision.patch_size'];
+  if (image % patch !== 0) problems.push(`image_size ${image} is not a multiple of patch_size ${patch}`);
+  if (value['blip2.vision.embedding_length'] % value['blip2.vision.attention.head_count'] !== 0)
+    problems.push('the vision width is not a multiple of its head count');
+  if (variant === 'qformer' && value['blip2.qformer.embedding_length'] % value['blip2.qformer.attention.head_count'] !== 0)
+    problems.push('the Q-Former hidden size is not a multiple of its head count');
+  const out = value['blip2.projection.output_length'];
+  if (textModelEmbd !== undefined && out !== textModelEmbd)
+    problems.push(`projector output size ${out} does not match the text model's embedding size ${textModelEmbd}`);
+  for (const name of ['v.patch_embd.weight', 'v.position_embd', 'v.ln_vision.weight', 'proj.weight'])
+    if (!h.tensorsByName.has(name)) problems.push(`missing tensor ${name}`);
+  return problems;
+}
