@@ -30,7 +30,7 @@ async function timed(work) {
   return { lag, ms: performance.now() - start, result };
 }
 
-test('the event loop keeps ticking during load, encode and stream', async () => {
+test('the event loop keeps ticking during load, encode and stream', async (t) => {
   const load = await timed(() => loadModel({ model: bigModel, projector: bigProjector, threads: 2, useMmap: false }));
   const model = load.result;
   try {
@@ -39,12 +39,13 @@ test('the event loop keeps ticking during load, encode and stream', async () => 
     const stream = await timed(async () => {
       for await (const _ of session.stream([encode.result, 'word '.repeat(150)], { temperature: 0, maxTokens: 48 }));
     });
-    for (const [name, t] of Object.entries({ load, encode, stream })) {
-      assert.ok(t.lag < LAG_BOUND_MS, `${name}: event loop stalled ${t.lag.toFixed(1)} ms (took ${t.ms.toFixed(0)} ms)`);
+    for (const [name, r] of Object.entries({ load, encode, stream })) {
+      t.diagnostic(`${name}: ${r.ms.toFixed(0)} ms, worst event-loop lag ${r.lag.toFixed(1)} ms`);
+      assert.ok(r.lag < LAG_BOUND_MS, `${name}: event loop stalled ${r.lag.toFixed(1)} ms (took ${r.ms.toFixed(0)} ms)`);
     }
-    // The bound means something only if the work itself takes much longer than the bound.
-    assert.ok(load.ms + encode.ms + stream.ms > 4 * LAG_BOUND_MS, `work took only ${(load.ms + encode.ms + stream.ms).toFixed(0)} ms`);
-    assert.ok(stream.ms > 2 * LAG_BOUND_MS, `stream took only ${stream.ms.toFixed(0)} ms`);
+    // The bound means something only if each piece of work takes longer than the bound:
+    // done on the JS thread, it would stall the interval for its whole duration.
+    for (const [name, r] of Object.entries({ load, encode, stream })) assert.ok(r.ms > LAG_BOUND_MS, `${name} took only ${r.ms.toFixed(0)} ms`);
   } finally {
     await model.dispose();
   }
