@@ -81,6 +81,7 @@ std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const 
   if (!options.projector_path.empty() && options.projector_kind == "blip2") {
     Blip2Options bopts;
     bopts.threads = options.threads;
+    bopts.use_mmap = options.use_mmap;
     state->projector = LoadBlip2Projector(options.projector_path, state->model, bopts);
   } else if (!options.projector_path.empty()) {
     MtmdOptions mopts;

@@ -114,7 +114,7 @@ std::shared_ptr<Projector> LoadBlip2Projector(const std::string& path, std::shar
   std::unique_ptr<ggml_backend, BackendFree> cpu(ggml_backend_cpu_init());
   if (!cpu) throw NativeError("ERR_PROJECTOR_LOAD", "could not start ggml's CPU backend");
   ggml_backend_cpu_set_n_threads(cpu.get(), options.threads);
-  auto weights = LoadBlip2Weights(path, cpu.get());
+  auto weights = LoadBlip2Weights(path, cpu.get(), options.use_mmap);
   const int32_t text_embd = llama_model_n_embd_inp(text_model.get());
   if (int64_t(weights->p.output_length) != text_embd)
     throw NativeError("ERR_PROJECTOR_MISMATCH", "projector output size " + std::to_string(weights->p.output_length) +

@@ -12,6 +12,7 @@ namespace minigpt {
 
 struct Blip2Options {
   int threads = 4;
+  bool use_mmap = true;
 };
 
 // Throws NativeError ERR_PROJECTOR_LOAD / ERR_PROJECTOR_MISMATCH.

@@ -5,6 +5,15 @@
 
 #include "errors.h"
 #include "gguf.h"
+#include "ggml-alloc.h"
+#include "ggml-cpu.h"
+
+#if !defined(_WIN32)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
 
 namespace minigpt {
 namespace {
@@ -83,9 +92,59 @@ void Positive(const std::string& path, const char* what, uint32_t v) {
   if (v == 0 || v > (1u << 20)) Fail(path, std::string(what) + " must be a positive size, got " + std::to_string(v));
 }
 
+#if !defined(_WIN32)
+// Maps the whole file read-only; the weights are used where they lie.
+std::shared_ptr<void> MapFile(const std::string& path, size_t* size) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return nullptr;
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || st.st_size <= 0) {
+    ::close(fd);
+    return nullptr;
+  }
+  void* addr = ::mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (addr == MAP_FAILED) return nullptr;
+  *size = size_t(st.st_size);
+  const size_t len = *size;
+  return std::shared_ptr<void>(addr, [len](void* p) { ::munmap(p, len); });
+}
+#endif
+
 }  // namespace
 
-std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_backend_t backend) {
+namespace {
+bool MapOntoCpu(Blip2Weights& w, const std::string& path, gguf_context* g, ggml_backend_t backend) {
+#if defined(_WIN32)
+  return false;
+#else
+  if (!ggml_backend_is_cpu(backend)) return false;
+  size_t file_size = 0;
+  auto mapping = MapFile(path, &file_size);
+  if (!mapping) return false;
+  const size_t data_offset = gguf_get_data_offset(g);
+  if (data_offset >= file_size) return false;
+  auto* base = static_cast<uint8_t*>(mapping.get()) + data_offset;
+  for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+    ggml_tensor* t = ggml_get_tensor(w.ctx.get(), gguf_get_tensor_name(g, i));
+    if (gguf_get_tensor_offset(g, i) + ggml_nbytes(t) > file_size - data_offset)
+      Fail(path, std::string("the data of tensor ") + ggml_get_name(t) + " lies past the end of the file");
+  }
+  // const_cast: ggml takes a non-const pointer, but weights are only ever read.
+  w.buffer.reset(ggml_backend_cpu_buffer_from_ptr(base, file_size - data_offset));
+  if (!w.buffer) return false;
+  for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+    ggml_tensor* t = ggml_get_tensor(w.ctx.get(), gguf_get_tensor_name(g, i));
+    if (ggml_backend_tensor_alloc(w.buffer.get(), t, base + gguf_get_tensor_offset(g, i)) != GGML_STATUS_SUCCESS) return false;
+  }
+  ggml_backend_buffer_set_usage(w.buffer.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+  w.mapping = std::move(mapping);
+  return true;
+#endif
+}
+}  // namespace
+
+std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_backend_t backend, bool use_mmap) {
   auto w = std::make_unique<Blip2Weights>();
   ggml_context* meta = nullptr;
   gguf_init_params gp{/*no_alloc*/ true, &meta};
@@ -181,6 +240,8 @@ std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_bac
     proj_in = E * p.input_group;
   }
   w->proj = r.Lin("proj", proj_in, p.output_length);
+
+  if (use_mmap && MapOntoCpu(*w, path, g.get(), backend)) return w;
 
   // Weights onto the backend, read tensor by tensor.
   w->buffer.reset(ggml_backend_alloc_ctx_tensors(meta, backend));

@@ -66,9 +66,12 @@ struct Blip2Weights {
 
   std::unique_ptr<ggml_context, GgmlContextFree> ctx;  // tensor metadata
   std::unique_ptr<ggml_backend_buffer, BackendBufferFree> buffer;  // tensor data on the backend
+  std::shared_ptr<void> mapping;  // the file's pages when the CPU backend reads weights in place
 };
 
-// Reads `path` onto `backend`. Throws NativeError ERR_PROJECTOR_LOAD naming what is wrong.
-std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_backend_t backend);
+// Reads `path` onto `backend`; on a CPU backend (with `use_mmap`) the weights stay in the
+// memory-mapped file instead of being copied. Throws NativeError ERR_PROJECTOR_LOAD naming
+// what is wrong.
+std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_backend_t backend, bool use_mmap);
 
 }  // namespace minigpt
