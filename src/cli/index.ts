@@ -3,6 +3,7 @@
  * @internal
  * The `minigpt` command line:
  *   minigpt describe <image> --model m.gguf --projector p.gguf [--prompt ...]
+ *   minigpt convert -o out.gguf <inputs...>
  *   minigpt build
  */
 import { spawnSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { loadModel } from '../model.js';
 import { MinigptError } from '../errors.js';
+import { convert, convertUsage } from './convert.js';
 
 const usage = `Usage:
   minigpt describe <image> --model <llm.gguf> --projector <mmproj.gguf> [options]
@@ -22,7 +24,7 @@ const usage = `Usage:
       --threads <n>          CPU threads
       --template <t>         'auto' (the model's chat template) or 'none'
       --system <text>        system prompt
-  minigpt build              build the native addon from source (needs cmake and a C++17 compiler)
+${convertUsage}  minigpt build              build the native addon from source (needs cmake and a C++17 compiler)
 `;
 
 async function describe(argv: string[]): Promise<number> {
@@ -97,6 +99,7 @@ function build(): number {
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'describe') return describe(rest);
+  if (command === 'convert') return convert(rest);
   if (command === 'build') return build();
   process.stderr.write(usage);
   return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
