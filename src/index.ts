@@ -22,3 +22,5 @@ export {
 export type { ErrorCode } from './errors.js';
 export { getSystemInfo } from './system.js';
 export type { SystemInfo } from './system.js';
+export { convertBlip2 } from './convert/blip2.js';
+export type { ConvertBlip2Options, ConvertBlip2Result } from './convert/blip2.js';

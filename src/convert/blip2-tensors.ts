@@ -5,10 +5,9 @@
  */
 import { ModelLoadError } from '../errors.js';
 import { GgmlType, ggmlTypeTraits } from '../gguf/types.js';
-import type { Blip2Hparams, Slot } from './blip2-hparams.js';
+import { neOf, type Blip2Hparams, type Slot } from './blip2-hparams.js';
 import { describeSources } from './names.js';
 import type { TensorSource } from './source.js';
-import { neOf } from './blip2-hparams.js';
 
 /** File types `convertBlip2` can write. */
 export type Blip2FileType = 'f32' | 'f16' | 'q8_0' | 'q5_0' | 'q5_1' | 'q4_0' | 'q4_1';

@@ -17,7 +17,7 @@ import { blip2TensorType, planTensors, type Blip2FileType } from './blip2-tensor
 import { openInputs } from './inputs.js';
 
 export { blip2TensorType, type Blip2FileType, type Blip2TensorRole } from './blip2-tensors.js';
-export type { Blip2PromptTemplate } from './blip2-hparams.js';
+export type { Blip2Hparams, Blip2PromptTemplate } from './blip2-hparams.js';
 
 /** Options of {@link convertBlip2}. */
 export interface ConvertBlip2Options {
@@ -108,7 +108,9 @@ export async function convertBlip2(options: ConvertBlip2Options): Promise<Conver
       throw new ModelLoadError('ERR_MODEL_LOAD', `conversion failed: ${e?.message ?? String(err)}`, { cause: err });
     }
     o.onProgress?.(plan.length, plan.length);
-    const unused = hp.variant === 'patch_group' ? [...slots.keys()].filter((n) => n.startsWith('qf.')) : [];
+    // Also report mapped tensors the model does not use: a Q-Former under patch_group, ViT blocks past visionBlocks.
+    const planned = new Set(plan.map((t) => t.name));
+    const unused = [...slots].filter(([target]) => !planned.has(target)).flatMap(([, s]) => [s.whole, s.q, s.v]).filter((t) => t !== undefined).map((t) => t.name);
     return { tensors: plan.length, bytes: (await stat(o.output)).size, ignored: [...ignored, ...unused], hparams: hp };
   } finally {
     await inputs.close();

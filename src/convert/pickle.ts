@@ -67,8 +67,9 @@ export function unpickle(data: Uint8Array, hooks: UnpickleHooks): unknown {
     return s;
   };
   const utf8 = (n: number) => {
+    const b = bytes(n);
     try {
-      return text.decode(bytes(n));
+      return text.decode(b);
     } catch {
       return fail('invalid UTF-8 in a string');
     }
