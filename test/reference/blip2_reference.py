@@ -26,6 +26,7 @@ Run it with Debian's interpreter: /usr/bin/python3 test/reference/blip2_referenc
 """
 import argparse
 import json
+import time
 import math
 import os
 import struct
@@ -720,6 +721,33 @@ def cmd_resize(args):
         fh.write(img.tobytes())
 
 
+def cmd_bench(args):
+    # Times the reference forward in float32 on `--threads` threads. Real-size weights would
+    # need 8 GB as float64, so it times two ViT depths and extrapolates linearly in depth.
+    with open(args.config) as fh:
+        base = json.load(fh)
+    torch.set_num_threads(args.threads)
+    size = full_config(base)['vision.image_size']
+    rgb = bytes((i * 7) % 256 for i in range(size ** 2 * 3))
+    times = {}
+    for depth in (1, 3):
+        c = full_config({**base, 'vision.block_count': depth})
+        W = {k: v.to(torch.float32) for k, v in make_weights(c, 0).items()}
+        with torch.no_grad():
+            forward(c, W, rgb, c['vision.ln_vision_epsilon'])  # warm-up
+            best = float('inf')
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                forward(c, W, rgb, c['vision.ln_vision_epsilon'])
+                best = min(best, time.perf_counter() - t0)
+        times[depth] = best
+        del W
+    per_block = (times[3] - times[1]) / 2
+    depth = full_config(base)['vision.block_count']
+    total = times[1] + (depth - 1) * per_block
+    print(json.dumps({'ms': total * 1000, 'per_vit_block_ms': per_block * 1000, 'measured_depths': {str(k): v * 1000 for k, v in times.items()}}))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -753,8 +781,14 @@ def main(argv=None):
     z.add_argument('--size', type=int, default=224)
     z.add_argument('--out', required=True)
     z.set_defaults(fn=cmd_resize)
+    b = sub.add_parser('bench', help='time the float32 forward at a given config (extrapolated in ViT depth)')
+    b.add_argument('--config', required=True)
+    b.add_argument('--threads', type=int, default=2)
+    b.add_argument('--runs', type=int, default=2)
+    b.set_defaults(fn=cmd_bench)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    if args.cmd != 'bench':
+        torch.set_num_threads(1)
     args.fn(args)
 
 
