@@ -102,4 +102,13 @@ const table = rows.map((r) => `| ${r.name} | ${r.gflop.toFixed(1)} | ${r.min.toF
 const cpu = cpus()[0]?.model ?? 'unknown CPU';
 const report = `Threads: ${threads} of ${availableParallelism()} (${cpu}); runs: ${runs} after one warm-up; llama.cpp ${getSystemInfo().llamaCommit.slice(0, 7)}.\n\n${header}\n${table}\n`;
 process.stdout.write(report);
-if (process.env.BENCH_WRITE_DOCS) writeFileSync(join(root, 'docs', 'benchmarks-qformer.md'), `# BLIP-2 projector benchmark\n\nMade by \`npm run bench:qformer\` (random weights of the real EVA ViT-g/14 + Q-Former shape).\n\n${report}`);
+const notes = `
+Reading the table:
+- GFLOP / image counts the matrix products of each encoder (${(blip2Flops(EVA) / 1e9).toFixed(0)} for EVA ViT-g/14 + Q-Former at 224px).
+  "rate vs llama.cpp CLIP" compares FLOP rates, the fair measure between encoders of different size:
+  the llama.cpp row is libmtmd's own CLIP graph (LLaVA-1.5 "mlp" layout, ViT-B/16 shape) timed through the same API.
+- The BLIP-2 projection here goes to a 64-wide stand-in LLM; at 4096 wide it adds 0.2 GFLOP.
+- PyTorch: Debian's python3-torch (generic BLAS), float32, timed at ViT depths 1 and 3 and extrapolated
+  linearly to 39 (real-size float64 weights would need 8 GB). A record, not a speed anchor.
+`;
+if (process.env.BENCH_WRITE_DOCS) writeFileSync(join(root, 'docs', 'benchmarks-qformer.md'), `# BLIP-2 projector benchmark\n\nMade by \`BENCH_WRITE_DOCS=1 npm run bench:qformer\` (random weights of the real EVA ViT-g/14 + Q-Former shape).\n\n${report}${notes}`);

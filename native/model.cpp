@@ -82,6 +82,7 @@ std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const 
     Blip2Options bopts;
     bopts.threads = options.threads;
     bopts.use_mmap = options.use_mmap;
+    bopts.use_gpu = options.gpu_layers != 0;  // the projector follows the LLM onto the GPU
     state->projector = LoadBlip2Projector(options.projector_path, state->model, bopts);
   } else if (!options.projector_path.empty()) {
     MtmdOptions mopts;

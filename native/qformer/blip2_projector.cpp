@@ -41,11 +41,14 @@ class PlainBlock : public EmbeddingBlock {
 
 class Blip2Projector : public Projector {
  public:
-  Blip2Projector(std::shared_ptr<llama_model> text_model, std::unique_ptr<ggml_backend, BackendFree> cpu,
-                 std::unique_ptr<Blip2Weights> weights)
-      : text_model_(std::move(text_model)), cpu_(std::move(cpu)), w_(std::move(weights)) {
-    ggml_backend_t backends[] = {cpu_.get()};
-    sched_.reset(ggml_backend_sched_new(backends, nullptr, 1, kBlip2GraphNodes, false, true));
+  Blip2Projector(std::shared_ptr<llama_model> text_model, std::unique_ptr<ggml_backend, BackendFree> gpu,
+                 std::unique_ptr<ggml_backend, BackendFree> cpu, std::unique_ptr<Blip2Weights> weights)
+      : text_model_(std::move(text_model)), gpu_(std::move(gpu)), cpu_(std::move(cpu)), w_(std::move(weights)) {
+    // The scheduler puts each op on the first backend that can run it, the CPU last.
+    std::vector<ggml_backend_t> backends;
+    if (gpu_) backends.push_back(gpu_.get());
+    backends.push_back(cpu_.get());
+    sched_.reset(ggml_backend_sched_new(backends.data(), nullptr, int(backends.size()), kBlip2GraphNodes, false, true));
     graph_mem_.resize(Blip2GraphMemory());
     // Reserve once: every image runs the same graph, so the compute buffer is reused.
     Build();
@@ -98,6 +101,7 @@ class Blip2Projector : public Projector {
   }
 
   std::shared_ptr<llama_model> text_model_;
+  std::unique_ptr<ggml_backend, BackendFree> gpu_;  // may be null
   std::unique_ptr<ggml_backend, BackendFree> cpu_;
   std::unique_ptr<Blip2Weights> w_;
   std::unique_ptr<ggml_backend_sched, SchedFree> sched_;
@@ -114,12 +118,17 @@ std::shared_ptr<Projector> LoadBlip2Projector(const std::string& path, std::shar
   std::unique_ptr<ggml_backend, BackendFree> cpu(ggml_backend_cpu_init());
   if (!cpu) throw NativeError("ERR_PROJECTOR_LOAD", "could not start ggml's CPU backend");
   ggml_backend_cpu_set_n_threads(cpu.get(), options.threads);
-  auto weights = LoadBlip2Weights(path, cpu.get(), options.use_mmap);
+  std::unique_ptr<ggml_backend, BackendFree> gpu;
+  if (options.use_gpu) {
+    if (ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU)) gpu.reset(ggml_backend_dev_init(dev, nullptr));
+  }
+  // Weights live where the graph runs: on the GPU when there is one, else mapped from the file.
+  auto weights = LoadBlip2Weights(path, gpu ? gpu.get() : cpu.get(), options.use_mmap && !gpu);
   const int32_t text_embd = llama_model_n_embd_inp(text_model.get());
   if (int64_t(weights->p.output_length) != text_embd)
     throw NativeError("ERR_PROJECTOR_MISMATCH", "projector output size " + std::to_string(weights->p.output_length) +
                                                     " does not match the text model's embedding size " + std::to_string(text_embd));
-  return std::make_shared<Blip2Projector>(std::move(text_model), std::move(cpu), std::move(weights));
+  return std::make_shared<Blip2Projector>(std::move(text_model), std::move(gpu), std::move(cpu), std::move(weights));
 }
 
 }  // namespace minigpt

@@ -13,6 +13,7 @@ namespace minigpt {
 struct Blip2Options {
   int threads = 4;
   bool use_mmap = true;
+  bool use_gpu = false;  // run on the first GPU device ggml has, when there is one
 };
 
 // Throws NativeError ERR_PROJECTOR_LOAD / ERR_PROJECTOR_MISMATCH.
