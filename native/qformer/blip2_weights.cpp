@@ -58,9 +58,13 @@ class Reader {
     return out;
   }
 
-  // The tensor `name` with exactly the shape `ne` (trailing 1s implied); matrices that feed
-  // mul_mat may be quantized, everything else must be f32 or f16.
-  ggml_tensor* Tensor(const std::string& name, std::initializer_list<int64_t> ne, bool quantizable = false) {
+  // Which types a tensor may have: what the graph's ops accept for it without asserting.
+  enum class Allowed { F32, F32OrF16, Matrix };
+
+  // The tensor `name` with exactly the shape `ne` (trailing 1s implied) and an allowed type:
+  // matrices that feed mul_mat may be f16 or quantized; norms, biases and embeddings that are
+  // added, multiplied or concatenated with f32 activations must be f32.
+  ggml_tensor* Tensor(const std::string& name, std::initializer_list<int64_t> ne, Allowed allowed = Allowed::F32) {
     ggml_tensor* t = ggml_get_tensor(meta_, name.c_str());
     if (!t) Fail(path_, "missing tensor " + name);
     int i = 0;
@@ -70,15 +74,16 @@ class Reader {
     }
     for (; i < GGML_MAX_DIMS; ++i)
       if (t->ne[i] != 1) Fail(path_, "tensor " + name + " has too many dimensions");
-    const bool plain = t->type == GGML_TYPE_F32 || t->type == GGML_TYPE_F16;
+    const bool f32 = t->type == GGML_TYPE_F32, f16 = t->type == GGML_TYPE_F16;
     const bool quant = t->type == GGML_TYPE_Q8_0 || t->type == GGML_TYPE_Q4_0 || t->type == GGML_TYPE_Q4_1 ||
                        t->type == GGML_TYPE_Q5_0 || t->type == GGML_TYPE_Q5_1;
-    if (!plain && !(quantizable && quant))
+    const bool ok = f32 || (allowed != Allowed::F32 && f16) || (allowed == Allowed::Matrix && quant);
+    if (!ok)
       Fail(path_, "tensor " + name + " has type " + ggml_type_name(t->type) + ", which is not allowed there");
     return t;
   }
   Linear Lin(const std::string& name, int64_t in, int64_t out) {
-    return {Tensor(name + ".weight", {in, out}, true), Tensor(name + ".bias", {out})};
+    return {Tensor(name + ".weight", {in, out}, Allowed::Matrix), Tensor(name + ".bias", {out})};
   }
   Norm LayerNorm(const std::string& name, int64_t n) { return {Tensor(name + ".weight", {n}), Tensor(name + ".bias", {n})}; }
 
@@ -179,7 +184,7 @@ std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_bac
   for (float s : p.std) if (!(s > 0)) Fail(path, "image_std must be positive");
 
   const int64_t E = p.v_width, P = p.patch_size, T = int64_t(p.n_patches()) + 1;
-  w->patch_w = r.Tensor("v.patch_embd.weight", {P, P, 3, E});
+  w->patch_w = r.Tensor("v.patch_embd.weight", {P, P, 3, E}, Reader::Allowed::F32OrF16);
   w->patch_b = r.Tensor("v.patch_embd.bias", {E});
   w->class_embd = r.Tensor("v.class_embd", {E});
   w->pos_embd = r.Tensor("v.position_embd", {E, T});
