@@ -21,3 +21,8 @@ export function getSystemInfo(): SystemInfo {
   const s = b.systemInfo();
   return { llamaCommit: b.llamaCommit, napiVersion: b.napiVersion, llamaSystemInfo: s.llamaSystemInfo, devices: s.devices };
 }
+
+/** The devices ggml's backends offer (CPU always; GPUs when a GPU backend is built in), with their memory. */
+export function getDevices(): NativeDevice[] {
+  return binding().systemInfo().devices;
+}

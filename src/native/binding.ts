@@ -4,7 +4,7 @@
  * (`build/Release`), then `prebuilds/<platform>-<arch>/`. Each candidate's failure is kept so
  * the final error lists every place looked at and how to fix it.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -123,12 +123,36 @@ export interface Binding {
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function candidates(): string[] {
-  const list: string[] = [];
-  if (process.env.MINIGPT_NODE_BINARY) list.push(process.env.MINIGPT_NODE_BINARY);
-  list.push(join(packageRoot, 'build', 'Release', 'minigpt.node'));
-  list.push(join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'minigpt.node'));
+interface Candidate {
+  file: string;
+  /** An explicit path is trusted as it is; found binaries must match this package. */
+  explicit: boolean;
+}
+
+function candidates(): Candidate[] {
+  const list: Candidate[] = [];
+  if (process.env.MINIGPT_NODE_BINARY) list.push({ file: process.env.MINIGPT_NODE_BINARY, explicit: true });
+  list.push({ file: join(packageRoot, 'build', 'Release', 'minigpt.node'), explicit: false });
+  list.push({ file: join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'minigpt.node'), explicit: false });
   return list;
+}
+
+/** Why the binary at `file` does not belong to this package, or undefined when it does. */
+function mismatch(file: string): string | undefined {
+  const infoPath = join(dirname(file), 'build-info.json');
+  if (!existsSync(infoPath)) return 'no build-info.json beside it';
+  let info: { version?: string; napiVersion?: number };
+  let pkg: { version?: string };
+  try {
+    info = JSON.parse(readFileSync(infoPath, 'utf8'));
+    pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8'));
+  } catch (err) {
+    return `unreadable build-info.json (${(err as Error).message})`;
+  }
+  if (info.version !== pkg.version) return `built for minigpt-node ${info.version}, this is ${pkg.version}`;
+  const napi = Number(process.versions.napi ?? 0);
+  if ((info.napiVersion ?? 0) > napi) return `needs Node-API ${info.napiVersion}, this Node has ${napi}`;
+  return undefined;
 }
 
 let cached: Binding | undefined;
@@ -138,9 +162,14 @@ export function binding(): Binding {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
-  for (const file of candidates()) {
+  for (const { file, explicit } of candidates()) {
     if (!existsSync(file)) {
       tried.push(`${file}: not found`);
+      continue;
+    }
+    const wrong = explicit ? undefined : mismatch(file);
+    if (wrong) {
+      tried.push(`${file}: ${wrong}`);
       continue;
     }
     try {
