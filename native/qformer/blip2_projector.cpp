@@ -6,7 +6,6 @@
 #include "blip2_graph.h"
 #include "blip2_weights.h"
 #include "errors.h"
-#include "ggml-cpu.h"
 #include "llama.h"
 
 namespace minigpt {
@@ -115,9 +114,14 @@ class Blip2Projector : public Projector {
 
 std::shared_ptr<Projector> LoadBlip2Projector(const std::string& path, std::shared_ptr<llama_model> text_model,
                                               const Blip2Options& options) {
-  std::unique_ptr<ggml_backend, BackendFree> cpu(ggml_backend_cpu_init());
+  // Backends through the device registry only, so this also works when ggml's backends are
+  // loadable modules (GGML_BACKEND_DL prebuilds) rather than linked in.
+  ggml_backend_dev_t cpu_dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+  std::unique_ptr<ggml_backend, BackendFree> cpu(cpu_dev ? ggml_backend_dev_init(cpu_dev, nullptr) : nullptr);
   if (!cpu) throw NativeError("ERR_PROJECTOR_LOAD", "could not start ggml's CPU backend");
-  ggml_backend_cpu_set_n_threads(cpu.get(), options.threads);
+  if (auto set_threads = reinterpret_cast<ggml_backend_set_n_threads_t>(
+          ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu_dev), "ggml_backend_set_n_threads")))
+    set_threads(cpu.get(), options.threads);
   std::unique_ptr<ggml_backend, BackendFree> gpu;
   if (options.use_gpu) {
     if (ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU)) gpu.reset(ggml_backend_dev_init(dev, nullptr));

@@ -1,12 +1,12 @@
 #include "blip2_weights.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
 #include "errors.h"
 #include "gguf.h"
 #include "ggml-alloc.h"
-#include "ggml-cpu.h"
 
 #if !defined(_WIN32)
 #include <fcntl.h>
@@ -123,7 +123,10 @@ bool MapOntoCpu(Blip2Weights& w, const std::string& path, gguf_context* g, ggml_
 #if defined(_WIN32)
   return false;
 #else
-  if (!ggml_backend_is_cpu(backend)) return false;
+  ggml_backend_dev_t dev = ggml_backend_get_device(backend);
+  ggml_backend_dev_props props;
+  ggml_backend_dev_get_props(dev, &props);
+  if (!props.caps.buffer_from_host_ptr || ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) return false;
   size_t file_size = 0;
   auto mapping = MapFile(path, &file_size);
   if (!mapping) return false;
@@ -135,8 +138,11 @@ bool MapOntoCpu(Blip2Weights& w, const std::string& path, gguf_context* g, ggml_
     if (gguf_get_tensor_offset(g, i) + ggml_nbytes(t) > file_size - data_offset)
       Fail(path, std::string("the data of tensor ") + ggml_get_name(t) + " lies past the end of the file");
   }
-  // const_cast: ggml takes a non-const pointer, but weights are only ever read.
-  w.buffer.reset(ggml_backend_cpu_buffer_from_ptr(base, file_size - data_offset));
+  size_t max_tensor = 0;
+  for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i)
+    max_tensor = std::max(max_tensor, ggml_nbytes(ggml_get_tensor(w.ctx.get(), gguf_get_tensor_name(g, i))));
+  // The mapping is read-only; ggml only ever reads weights.
+  w.buffer.reset(ggml_backend_dev_buffer_from_host_ptr(dev, base, file_size - data_offset, max_tensor));
   if (!w.buffer) return false;
   for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
     ggml_tensor* t = ggml_get_tensor(w.ctx.get(), gguf_get_tensor_name(g, i));
