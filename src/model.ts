@@ -26,8 +26,12 @@ export interface LoadModelOptions {
   threads?: number;
   /** Default context size (tokens) of sessions. Defaults to the model's training context, at most 4096. */
   contextSize?: number;
-  /** Layers to offload to a GPU when a GPU backend is present. Defaults to 0 (CPU). */
-  gpuLayers?: number;
+  /**
+   * Layers of the LLM to put on a GPU when a GPU backend is present: a count, `'max'` (all), or
+   * `'auto'` (all when a GPU device is found, else none; not yet fitted to free memory).
+   * The projector goes to the GPU whenever any layer does. Defaults to 0 (CPU).
+   */
+  gpuLayers?: number | 'auto' | 'max';
   /** Memory-map the weights (fast, shared page cache). Defaults to `true`. */
   useMmap?: boolean;
   /** Called with load progress in (0, 1], increasing. If it throws, loading is aborted with that error as `cause`. */
@@ -78,6 +82,14 @@ async function checkFile(path: string, what: string, code: 'ERR_MODEL_LOAD' | 'E
   }
 }
 
+function resolveGpuLayers(value: unknown): number {
+  if (value === undefined) return 0;
+  if (value === 'max') return -1;  // llama.cpp: every layer
+  if (value === 'auto') return binding().systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? -1 : 0;
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 100000) return value;
+  throw new InvalidArgumentError(`Expected integer between 0 and 100000, 'auto' or 'max' for gpuLayers but received ${JSON.stringify(value)}`);
+}
+
 /**
  * Loads a GGUF language model and, optionally, its image projector. Everything slow runs
  * off the JS thread; the files are checked first so a bad file rejects with a
@@ -94,7 +106,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const projectorPath = o.projector === undefined ? undefined : requireString(o.projector, 'projector');
   const threads = optInteger(o, 'threads', 1, 1024, Math.max(1, Math.min(8, availableParallelism())));
   const contextSize = optInteger(o, 'contextSize', 16, 1 << 24);
-  const gpuLayers = optInteger(o, 'gpuLayers', -1, 100000, 0);
+  const gpuLayers = resolveGpuLayers(o.gpuLayers);
   const useMmap = optBoolean(o, 'useMmap', true);
   const onProgress = optFunction<(p: number) => void>(o, 'onProgress');
   const signal = optSignal(o);

@@ -60,6 +60,9 @@ test('loadModel options are validated', async () => {
   await rejectsWith(loadModel({ model: fx.model, threads: 0 }), 'ERR_INVALID_ARGUMENT');
   await rejectsWith(loadModel({ model: fx.model, context_size: 10 }), 'ERR_INVALID_ARGUMENT', /contextSize/);
   await rejectsWith(loadModel({ model: fx.model, onProgress: 'no' }), 'ERR_INVALID_ARGUMENT');
+  await rejectsWith(loadModel({ model: fx.model, gpuLayers: 'all' }), 'ERR_INVALID_ARGUMENT', /'auto' or 'max'/);
+  // On a machine without a GPU backend, every choice still loads and runs on the CPU.
+  for (const gpuLayers of ['auto', 'max', 0, 99]) await (await loadModel({ model: fx.model, gpuLayers })).dispose();
 });
 
 test('abort and a throwing onProgress stop a load', async () => {
