@@ -291,6 +291,21 @@ for (const [name, config] of Object.entries(CONFIGS)) {
             assert.ok(minCos >= Q8_MIN_COSINE, `q8_0 min cosine ${minCos} < ${Q8_MIN_COSINE}`);
           }
         });
+
+    // The lower-bit types the spec allows for the big matrices, converted from the HF set.
+    // Bounds are loose sanity checks (measured: q5 >= 0.9948, q4 >= 0.967 on these tiny
+    // matrices, whose small residual streams make every LayerNorm amplify rounding).
+    for (const [type, ggmlType, minCosine] of [['q5_0', GgmlType.Q5_0, 0.99], ['q5_1', GgmlType.Q5_1, 0.99], ['q4_0', GgmlType.Q4_0, 0.95], ['q4_1', GgmlType.Q4_1, 0.95]])
+      test(`converted from the HF safetensors set, ${type}`, async () => {
+        const output = join(work, `hf-${type}.gguf`);
+        await convertBlip2({ inputs: [join(work, 'hf')], output, type });
+        const header = await readGgufHeader(output);
+        assert.ok(header.tensors.some((t) => t.type === ggmlType), `no tensor of the ${type} file is ${type}`);
+        const [out] = await encode(output, pixels);
+        const { maxRel, minCos } = compare(out, ref.hf, D);
+        figures.push(`${name} hf ${type}: max rel ${maxRel.toExponential(2)}, min cosine ${minCos.toFixed(6)}`);
+        assert.ok(minCos >= minCosine, `${type} min cosine ${minCos} < ${minCosine}`);
+      });
   });
 }
 
