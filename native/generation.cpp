@@ -113,7 +113,11 @@ void GenerationCore::Run() {
     const int32_t n_batch = int32_t(llama_n_batch(ctx));
 
     std::vector<SequenceItem> items;
+    const int32_t n_embd_inp = llama_model_n_embd_inp(s.model->model.get());
     for (const PromptPart& part : request.parts) {
+      if (part.image && part.image->n_embd != n_embd_inp)  // rows of the wrong width would be read past their end
+        throw NativeError("ERR_INVALID_ARGUMENT", "an image embedding of width " + std::to_string(part.image->n_embd) +
+                                                      " cannot go into a model of embedding size " + std::to_string(n_embd_inp));
       if (part.image) {
         for (const ImageSegment& seg : part.image->segments) {
           for (llama_token t : seg.tokens) items.push_back({t, nullptr});
