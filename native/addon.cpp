@@ -46,8 +46,6 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   exports.Set("napiVersion", NAPI_VERSION);
 }
 
-Addon::~Addon() = default;
-
 Napi::Value Addon::MakeError(Napi::Env env, const std::string& code, const std::string& message) {
   if (!error_factory_.IsEmpty()) {
     Napi::Value err = error_factory_.Call({Napi::String::New(env, code), Napi::String::New(env, message)});

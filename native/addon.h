@@ -10,7 +10,6 @@ namespace minigpt {
 class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports);
-  ~Addon();
 
   static Addon* From(Napi::Env env) { return env.GetInstanceData<Addon>(); }
 

@@ -90,13 +90,9 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
     if (info.size === 0) throw new ImageError('ERR_IMAGE_DECODE', `Image file is empty (0 bytes): ${input}`);
   }
   try {
+    // sharp orients before it resizes, whatever the call order, so one pass does it all.
     let pipeline = sourceFor(input, maxPixels).rotate().flatten({ background });
-    if (options.resize) {
-      // A resize runs after orientation; sharp applies rotate() first only in a separate pass.
-      const upright = await pipeline.toColourspace('srgb').removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-      pipeline = sharp(upright.data, { raw: { width: upright.info.width, height: upright.info.height, channels: upright.info.channels } })
-        .resize(options.resize.width, options.resize.height, { fit: 'fill', kernel: 'cubic' });
-    }
+    if (options.resize) pipeline = pipeline.resize(options.resize.width, options.resize.height, { fit: 'fill', kernel: 'cubic' });
     const { data, info } = await pipeline
       .toColourspace('srgb')
       .removeAlpha()

@@ -4,7 +4,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { AbortedError, ImageError, InvalidArgumentError, MinigptError, ModelLoadError, throwIfAborted } from './errors.js';
+import { AbortedError, ImageError, InvalidArgumentError, ModelLoadError, throwIfAborted } from './errors.js';
 import { ImageEmbedding } from './embedding.js';
 import { GgufFormatError, readGgufHeader } from './gguf/read.js';
 import { getNumber, getString, type GgufHeader } from './gguf/types.js';
@@ -276,8 +276,9 @@ export class Model {
     throwIfAborted(signal);
     const native = await this.#native.encodeImage(rgb.data, rgb.width, rgb.height);
     const embedding = new ImageEmbedding(native, this);
-    const entry = { dispose: () => embedding.dispose() };
-    this.#children.add(entry);
+    // Embeddings the user already disposed need no disposing with the model.
+    for (const child of this.#children) if (child instanceof ImageEmbedding && child.disposed) this.#children.delete(child);
+    this.#children.add(embedding);
     return embedding;
   }
 
@@ -302,4 +303,3 @@ export class Model {
   }
 }
 
-export { MinigptError };

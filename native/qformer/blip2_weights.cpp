@@ -162,9 +162,8 @@ std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_bac
   std::unique_ptr<gguf_context, GgufFree> g(gguf_init_from_file(path.c_str(), gp));
   if (!g) Fail(path, "not a readable GGUF file");
   w->ctx.reset(meta);
-  if (Reader(path, g.get(), meta).Str("general.architecture", "") != "blip2") Fail(path, "general.architecture is not blip2");
-
   Reader r(path, g.get(), meta);
+  if (r.Str("general.architecture", "") != "blip2") Fail(path, "general.architecture is not blip2");
   Blip2Params& p = w->p;
   p.variant = r.Str("blip2.variant", "qformer");
   if (p.variant != "qformer" && p.variant != "patch_group") Fail(path, "unknown blip2.variant " + p.variant);

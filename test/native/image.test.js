@@ -65,6 +65,8 @@ test('EXIF orientation is applied', async () => {
     assert.deepEqual([fromPng.width, fromPng.height], [raw.width, raw.height]);
     assert.equal(meanDiff(fromPng.data), 0, `png, orientation ${orientation}`);
     assert.ok(meanDiff((await decodeImage(jpeg)).data) < 2, `jpeg, orientation ${orientation}`);
+    // Orientation comes before a resize (here to the upright size, so nothing else changes).
+    assert.equal(meanDiff((await decodeImage(png, { resize: { width: raw.width, height: raw.height } })).data), 0, `png resized, orientation ${orientation}`);
   }
 });
 
