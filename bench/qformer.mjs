@@ -3,15 +3,15 @@
 // ViT-g/14 + Q-Former, random weights of the real shape, f16 and q8_0) beside llama.cpp's own
 // CLIP encoder (libmtmd) on a ViT-B/16-shaped mmproj, and the PyTorch reference, in one run.
 // Models are written once into .cache/bench (git-ignored). Options: --threads N (2), --runs N (3).
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import { getSystemInfo, loadModel } from '../dist/index.js';
 import { writeTinyBlip2 } from '../test/fixtures/blip2.js';
 import { writeTinyLlama, writeTinyMmproj } from '../test/fixtures/models.js';
+import { torchEncode } from './torch-reference.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache', 'bench');
@@ -69,15 +69,7 @@ async function timeEncode(projector) {
 
 async function torchReference() {
   if (values['no-torch']) return null;
-  const config = join(cache, 'torch-config.json');
-  writeFileSync(config, JSON.stringify({ 'projection.output_length': EVA.nEmbdText }));
-  try {
-    const { stdout } = await promisify(execFile)('/usr/bin/python3', [join(root, 'test', 'reference', 'blip2_reference.py'), 'bench', '--config', config, '--threads', String(threads), '--runs', '1'], { maxBuffer: 1 << 20 });
-    return JSON.parse(stdout.trim().split('\n').pop());
-  } catch (err) {
-    process.stderr.write(`PyTorch reference not run: ${err.message.split('\n')[0]}\n`);
-    return null;
-  }
+  return torchEncode({ threads, runs: 1, outputLength: EVA.nEmbdText });
 }
 
 const llm = await ensure(join(cache, 'llm-64.gguf'), (p) => writeTinyLlama(p));

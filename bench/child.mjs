@@ -1,0 +1,62 @@
+// What every contender child shares: its settings in, one result line out, and the two
+// measurements only the process itself can take (its peak RSS, its event loop's lag).
+import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+export const RESULT_PREFIX = 'BENCH_RESULT ';
+
+/** The settings the driver passed as the first argument (JSON). */
+export function settings() {
+  return JSON.parse(process.argv[2] ?? '{}');
+}
+
+/** Peak resident set of this process so far, MiB (VmHWM: mapped model pages count too). */
+export function peakRssMiB() {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Hands the result to the driver and ends the process (so nothing lingers after a peer's dispose). */
+export function emit(result) {
+  process.stdout.write(`\n${RESULT_PREFIX}${JSON.stringify({ ...result, peakRssMiB: peakRssMiB() })}\n`);
+  process.exit(0);
+}
+
+// The histogram samples a timer every RESOLUTION ms and records the whole interval, so an idle
+// loop reads ~1 ms: the lag is what exceeds the interval.
+const RESOLUTION = 1;
+
+/** Event-loop lag while something runs: start(), then stop() gives { p99, max } in ms. */
+export function lagMonitor() {
+  const h = monitorEventLoopDelay({ resolution: RESOLUTION });
+  return {
+    start() {
+      h.reset();
+      h.enable();
+    },
+    stop() {
+      h.disable();
+      const lag = (ns) => Math.max(0, ns / 1e6 - RESOLUTION);
+      return h.count > 0 ? { p99: lag(h.percentile(99)), max: lag(h.max) } : { p99: NaN, max: NaN };
+    },
+  };
+}
+
+export const now = () => performance.now();
+
+/**
+ * Per-run figures from the timestamps every Node contender can take the same way:
+ * t0 request made, tFirst first token seen by JS, tLast last token seen by JS.
+ */
+export function runFigures({ t0, tFirst, tLast, promptTokens, generated, encodeMs = NaN, lag }) {
+  return {
+    encodeMs,
+    ttftMs: (Number.isFinite(encodeMs) ? encodeMs : 0) + (tFirst - t0),
+    prefillTokS: promptTokens / ((tFirst - t0) / 1000),
+    decodeTokS: generated > 1 ? (generated - 1) / ((tLast - tFirst) / 1000) : NaN,
+    promptTokens,
+    generated,
+    lagP99Ms: lag?.p99 ?? NaN,
+    lagMaxMs: lag?.max ?? NaN,
+  };
+}
