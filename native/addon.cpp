@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "abort_flag.h"
+#include "backends.h"
 #include "embedding.h"
 #include "generation.h"
 #include "log.h"
@@ -25,6 +26,7 @@ void InitBackendOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
     InstallLogSink();
+    LoadBundledBackends();
     llama_backend_init();
   });
 }
@@ -40,7 +42,8 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   abort_ctor = Napi::Persistent(abort_flag);
   DefineAddon(exports, {InstanceMethod<&Addon::SetErrorFactory>("setErrorFactory"),
                         InstanceMethod<&Addon::LoadModel>("loadModel"),
-                        InstanceMethod<&Addon::SystemInfo>("systemInfo")});
+                        InstanceMethod<&Addon::SystemInfo>("systemInfo"),
+                        InstanceMethod<&Addon::LoadBackend>("loadBackend")});
   exports.Set("AbortFlag", abort_flag);
   exports.Set("llamaCommit", MINIGPT_LLAMA_COMMIT);
   exports.Set("napiVersion", NAPI_VERSION);
@@ -141,7 +144,31 @@ Napi::Value Addon::SystemInfo(const Napi::CallbackInfo& info) {
     devices.Set(uint32_t(i), d);
   }
   o.Set("devices", devices);
+  CpuBackendInfo cpu = DescribeCpuBackend();
+  Napi::Object cpu_info = Napi::Object::New(env);
+  cpu_info.Set("variant", cpu.variant);
+  cpu_info.Set("library", cpu.library);
+  Napi::Object features = Napi::Object::New(env);
+  for (const auto& [name, value] : cpu.features) features.Set(name, value);
+  cpu_info.Set("features", features);
+  o.Set("cpuBackend", cpu_info);
+  o.Set("addonPath", LibraryPathOf(reinterpret_cast<const void*>(&LoadBundledBackends)));
   return o;
+}
+
+// loadBackend(path): registers one more ggml backend library (an optional GPU package's).
+Napi::Value Addon::LoadBackend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    Throw(env, "ERR_INVALID_ARGUMENT", "loadBackend expects the path of a ggml backend library");
+    return env.Undefined();
+  }
+  std::string error;
+  if (!LoadBackendLibrary(info[0].As<Napi::String>().Utf8Value(), error)) {
+    Throw(env, "ERR_BACKEND_LOAD", error);
+    return env.Undefined();
+  }
+  return env.Undefined();
 }
 
 }  // namespace minigpt

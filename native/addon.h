@@ -28,6 +28,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value SetErrorFactory(const Napi::CallbackInfo& info);
   Napi::Value LoadModel(const Napi::CallbackInfo& info);
   Napi::Value SystemInfo(const Napi::CallbackInfo& info);
+  Napi::Value LoadBackend(const Napi::CallbackInfo& info);
 
   Napi::FunctionReference error_factory_;
 };

@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'ERR_BUSY'
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_NO_BINARY'
+  | 'ERR_BACKEND_LOAD'
   | 'ERR_NATIVE';
 
 /** Base class of every error this package throws or rejects with. */

@@ -20,8 +20,8 @@ export {
   DisposedError,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { getDevices, getSystemInfo } from './system.js';
-export type { SystemInfo } from './system.js';
-export type { NativeDevice as Device } from './native/binding.js';
+export { configure, getDevices, getSystemInfo } from './system.js';
+export type { ConfigureOptions, SystemInfo } from './system.js';
+export type { NativeDevice as Device, NativeCpuBackend as CpuBackend } from './native/binding.js';
 export { convertBlip2 } from './convert/blip2.js';
 export type { ConvertBlip2Options, ConvertBlip2Result } from './convert/blip2.js';

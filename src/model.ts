@@ -10,6 +10,7 @@ import { GgufFormatError, readGgufHeader } from './gguf/read.js';
 import { getNumber, getString, type GgufHeader } from './gguf/types.js';
 import { decodeImage, type DecodeOptions, type ImageInput } from './image.js';
 import { DisposeGuard } from './lifetime.js';
+import { fitGpuLayers } from './gpu-fit.js';
 import { binding, type NativeModel } from './native/binding.js';
 import { checkBlip2Header } from './blip2-check.js';
 import { checkMmprojHeader, checkTextModelHeader } from './projector-check.js';
@@ -28,7 +29,8 @@ export interface LoadModelOptions {
   contextSize?: number;
   /**
    * Layers of the LLM to put on a GPU when a GPU backend is present: a count, `'max'` (all), or
-   * `'auto'` (all when a GPU device is found, else none; not yet fitted to free memory).
+   * `'auto'` (as many as the GPUs' free memory holds beside the projector, the KV cache of a
+   * `contextSize` context and a reserve for compute buffers; none without a GPU).
    * The projector goes to the GPU whenever any layer does. Defaults to 0 (CPU).
    */
   gpuLayers?: number | 'auto' | 'max';
@@ -82,10 +84,10 @@ async function checkFile(path: string, what: string, code: 'ERR_MODEL_LOAD' | 'E
   }
 }
 
-function resolveGpuLayers(value: unknown): number {
+function resolveGpuLayers(value: unknown): number | 'auto' {
   if (value === undefined) return 0;
   if (value === 'max') return -1;  // llama.cpp: every layer
-  if (value === 'auto') return binding().systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? -1 : 0;
+  if (value === 'auto') return 'auto';
   if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 100000) return value;
   throw new InvalidArgumentError(`Expected integer between 0 and 100000, 'auto' or 'max' for gpuLayers but received ${JSON.stringify(value)}`);
 }
@@ -106,7 +108,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const projectorPath = o.projector === undefined ? undefined : requireString(o.projector, 'projector');
   const threads = optInteger(o, 'threads', 1, 1024, Math.max(1, Math.min(8, availableParallelism())));
   const contextSize = optInteger(o, 'contextSize', 16, 1 << 24);
-  const gpuLayers = resolveGpuLayers(o.gpuLayers);
+  const gpuLayersOption = resolveGpuLayers(o.gpuLayers);
   const useMmap = optBoolean(o, 'useMmap', true);
   const onProgress = optFunction<(p: number) => void>(o, 'onProgress');
   const signal = optSignal(o);
@@ -131,6 +133,15 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   throwIfAborted(signal);
 
   const addon = binding();
+  const gpuLayers =
+    gpuLayersOption === 'auto'
+      ? fitGpuLayers({
+          model: header,
+          projector: projectorHeader,
+          contextSize: contextSize ?? Math.min(4096, getNumber(header, `${getString(header, 'general.architecture') ?? ''}.context_length`) ?? 4096),
+          devices: addon.systemInfo().devices,
+        }).gpuLayers
+      : gpuLayersOption;
   const flag = new addon.AbortFlag();
   let callbackError: unknown;
   const progress = onProgress

@@ -1,12 +1,14 @@
 /**
  * @internal
- * Finds, loads and types the native addon. Order: `MINIGPT_NODE_BINARY`, the local build
- * (`build/Release`), then `prebuilds/<platform>-<arch>/`. Each candidate's failure is kept so
- * the final error lists every place looked at and how to fix it.
+ * Finds, loads and types the native addon. Order: `configure({ binaryPath })`, then
+ * `MINIGPT_NODE_BINARY`, the local build (`build/Release`), then `prebuilds/<platform>-<arch>/`.
+ * Each candidate's failure is kept so the final error lists every place looked at and how to
+ * fix it. Then the optional GPU backend packages (`@minigpt-node/<platform>-<arch>-<gpu>`) and
+ * any backend library named by `configure({ backends })` or `MINIGPT_BACKENDS` are registered.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MinigptError, errorFromCode } from '../errors.js';
 
@@ -108,6 +110,12 @@ export interface NativeDevice {
   memoryTotal: number;
 }
 
+export interface NativeCpuBackend {
+  variant: string;
+  library: string;
+  features: Record<string, string>;
+}
+
 export interface Binding {
   setErrorFactory(make: (code: string, message: string) => Error): void;
   loadModel(
@@ -115,7 +123,14 @@ export interface Binding {
     onProgress: ((p: number) => void) | undefined,
     abort: NativeAbortFlag | undefined,
   ): Promise<NativeModel>;
-  systemInfo(): { llamaSystemInfo: string; hardwareConcurrency: number; devices: NativeDevice[] };
+  systemInfo(): {
+    llamaSystemInfo: string;
+    hardwareConcurrency: number;
+    devices: NativeDevice[];
+    cpuBackend: NativeCpuBackend;
+    addonPath: string;
+  };
+  loadBackend(path: string): void;
   AbortFlag: new () => NativeAbortFlag;
   llamaCommit: string;
   napiVersion: number;
@@ -129,8 +144,33 @@ interface Candidate {
   explicit: boolean;
 }
 
+/** Where the addon and extra backends come from; settable until the addon is loaded. */
+export interface BindingConfig {
+  binaryPath?: string;
+  backends?: string[];
+}
+
+let config: BindingConfig = {};
+
+export function setBindingConfig(next: BindingConfig): void {
+  if (cached) {
+    throw new MinigptError(
+      'ERR_INVALID_ARGUMENT',
+      'configure() must be called before the native addon is loaded (before the first loadModel, getSystemInfo or getDevices)',
+    );
+  }
+  config = { ...config, ...next };
+}
+
+/** Backend libraries that could not be registered, with why; shown by getSystemInfo(). */
+export const backendErrors: string[] = [];
+
+/** The GPU backend kinds an optional per-platform package may carry. */
+const GPU_PACKAGES = ['cuda', 'vulkan'] as const;
+
 function candidates(): Candidate[] {
   const list: Candidate[] = [];
+  if (config.binaryPath) list.push({ file: config.binaryPath, explicit: true });
   if (process.env.MINIGPT_NODE_BINARY) list.push({ file: process.env.MINIGPT_NODE_BINARY, explicit: true });
   list.push({ file: join(packageRoot, 'build', 'Release', 'minigpt.node'), explicit: false });
   list.push({ file: join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'minigpt.node'), explicit: false });
@@ -157,6 +197,41 @@ function mismatch(file: string): string | undefined {
 
 let cached: Binding | undefined;
 
+/**
+ * GPU backends that live outside the addon's folder: an installed optional package
+ * (`@minigpt-node/linux-x64-cuda` holds libggml-cuda.so and names it in its package.json), or
+ * a path given by the user. A backend that cannot load (no driver, no CUDA runtime) is noted
+ * and skipped: the CPU still works.
+ */
+function loadExtraBackends(loaded: Binding, require: NodeRequire): void {
+  const files: string[] = [];
+  for (const gpu of GPU_PACKAGES) {
+    const name = `@minigpt-node/${process.platform}-${process.arch}-${gpu}`;
+    let manifest: string;
+    try {
+      manifest = require.resolve(`${name}/package.json`, { paths: [packageRoot] });
+    } catch {
+      continue;  // not installed: the common case
+    }
+    try {
+      const pkg = JSON.parse(readFileSync(manifest, 'utf8')) as { minigpt?: { backend?: string } };
+      if (!pkg.minigpt?.backend) throw new Error('its package.json names no backend library (minigpt.backend)');
+      files.push(join(dirname(manifest), pkg.minigpt.backend));
+    } catch (err) {
+      backendErrors.push(`${name}: ${(err as Error).message}`);
+    }
+  }
+  const fromEnv = (process.env.MINIGPT_BACKENDS ?? '').split(delimiter).filter((p) => p.length > 0);
+  files.push(...(config.backends ?? []), ...fromEnv);
+  for (const file of files) {
+    try {
+      loaded.loadBackend(file);
+    } catch (err) {
+      backendErrors.push(`${file}: ${(err as Error).message}`);
+    }
+  }
+}
+
 /** The loaded addon; throws ERR_NO_BINARY listing what was tried and how to fix it. */
 export function binding(): Binding {
   if (cached) return cached;
@@ -175,7 +250,13 @@ export function binding(): Binding {
     try {
       const loaded = require(file) as Binding;
       loaded.setErrorFactory((code, message) => errorFromCode(code, message));
+      if (!loaded.systemInfo().devices.some((d) => d.type === 'cpu')) {
+        // A prebuild whose folder lost its libggml-cpu-* files loads but could run nothing.
+        tried.push(`${file}: loaded, but no CPU backend library (ggml-cpu-*) was found beside it; the folder is incomplete`);
+        continue;
+      }
       cached = loaded;
+      loadExtraBackends(loaded, require);
       return loaded;
     } catch (err) {
       tried.push(`${file}: ${(err as Error).message}`);
@@ -186,6 +267,6 @@ export function binding(): Binding {
     `minigpt-node could not load its native addon for ${process.platform}-${process.arch} (Node ${process.versions.node}).\n` +
       tried.map((t) => `  - ${t}`).join('\n') +
       '\nFixes: run `npx minigpt build` to build it from source (needs cmake and a C++17 compiler), ' +
-      'or set MINIGPT_NODE_BINARY to the path of a minigpt.node built for this platform.',
+      'or set MINIGPT_NODE_BINARY (or configure({ binaryPath })) to the path of a minigpt.node built for this platform.',
   );
 }

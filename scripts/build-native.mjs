@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+// Configures and builds the native addon with CMake. One script for every way a binary is made:
+//   npm run build:native          this repository: a local build tuned to this CPU, plus the test oracles
+//   npx minigpt build [--cuda]    an installed package without a usable prebuild: builds from the
+//                                 pruned llama.cpp source the tarball carries (no git, no node-llama-cpp)
+//   npm run prebuild              (scripts/prebuild.mjs) the portable build for prebuilds/
+// Usage: node scripts/build-native.mjs [--oracles] [--prebuild] [--gpu cuda|vulkan|metal]
+//          [--cuda-architectures LIST] [--build-dir DIR] [--out DIR] [--jobs N] [--clean]
+import { spawnSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+const HELP = `usage: node scripts/build-native.mjs [options]
+  --oracles                 also build llama.cpp's tools used as test oracles (this repository)
+  --prebuild                portable build: shared libraries and every CPU variant beside the addon
+  --gpu cuda|vulkan|metal   add a GPU backend
+  --cuda-architectures L    CUDA architectures (default: native when a GPU is present, else 75;86;89)
+  --build-dir DIR           CMake build tree (default: build)
+  --out DIR                 where the addon and its libraries go (default: <build-dir>/Release)
+  --jobs N                  parallel compile jobs (default: all cores)
+  --clean                   start from an empty build tree`;
+
+const GPU_FLAGS = {
+  cuda: ['-DGGML_CUDA=ON'],
+  vulkan: ['-DGGML_VULKAN=ON'],
+  metal: ['-DGGML_METAL=ON', '-DGGML_METAL_EMBED_LIBRARY=ON'],
+};
+
+function fail(message) {
+  process.stderr.write(`minigpt-node build: ${message}\n`);
+  process.exit(1);
+}
+
+/** Runs a program; the exit status, or null when it could not be started. */
+function run(program, args, options = {}) {
+  const result = spawnSync(program, args, { stdio: 'inherit', ...options });
+  if (result.error) return { status: null, error: result.error };
+  return { status: result.status ?? 1 };
+}
+
+function onPath(program, args = ['--version']) {
+  const result = spawnSync(program, args, { stdio: 'ignore' });
+  return !result.error;
+}
+
+/** Refuses early, saying what to install, when a tool the build needs is missing. */
+function checkToolchain(gpu) {
+  const missing = [];
+  if (!onPath('cmake')) {
+    missing.push('cmake 3.19 or newer (Debian/Ubuntu: apt-get install cmake; macOS: brew install cmake; Windows: winget install Kitware.CMake)');
+  }
+  if (process.platform !== 'win32') {
+    const cxx = process.env.CXX ? [process.env.CXX] : ['c++', 'g++', 'clang++'];
+    if (!cxx.some((c) => onPath(c))) {
+      missing.push(
+        'a C++17 compiler (Debian/Ubuntu: apt-get install build-essential; Fedora: dnf install gcc-c++; macOS: xcode-select --install)',
+      );
+    }
+  }
+  if (gpu === 'cuda' && !onPath('nvcc')) missing.push('the CUDA toolkit with nvcc and cuBLAS (https://developer.nvidia.com/cuda-downloads)');
+  if (gpu === 'vulkan' && !onPath('glslc')) missing.push('the Vulkan SDK or its parts: Vulkan headers and loader, and glslc (Debian/Ubuntu: apt-get install libvulkan-dev glslc)');
+  if (gpu === 'metal' && process.platform !== 'darwin') missing.push('macOS (Metal is only built on macOS)');
+  if (missing.length > 0) {
+    fail(`cannot build the native addon; missing:\n${missing.map((m) => `  - ${m}`).join('\n')}\nInstall them and run the command again.`);
+  }
+}
+
+function main() {
+  const { values } = parseArgs({
+    options: {
+      oracles: { type: 'boolean', default: false },
+      prebuild: { type: 'boolean', default: false },
+      gpu: { type: 'string' },
+      'cuda-architectures': { type: 'string' },
+      'build-dir': { type: 'string' },
+      out: { type: 'string' },
+      jobs: { type: 'string' },
+      clean: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return;
+  }
+  const gpu = values.gpu;
+  if (gpu !== undefined && !(gpu in GPU_FLAGS)) fail(`--gpu must be one of ${Object.keys(GPU_FLAGS).join(', ')}, not ${gpu}`);
+  if (!existsSync(join(root, 'deps', 'llama.cpp', 'CMakeLists.txt'))) {
+    fail('llama.cpp source is missing (deps/llama.cpp). In the repository run `npm run fetch-llama`; an installed package carries it, so reinstall minigpt-node.');
+  }
+  checkToolchain(gpu);
+
+  const buildDir = resolve(root, values['build-dir'] ?? 'build');
+  const outDir = resolve(root, values.out ?? join(buildDir, 'Release'));
+  if (values.clean) rmSync(buildDir, { recursive: true, force: true });
+
+  const configure = ['-S', root, '-B', buildDir, '--no-warn-unused-cli', '-DCMAKE_BUILD_TYPE=Release', `-DCMAKE_LIBRARY_OUTPUT_DIRECTORY=${outDir}`];
+  if (process.platform === 'win32') configure.push(`-DCMAKE_RUNTIME_OUTPUT_DIRECTORY=${outDir}`, '-DCMAKE_MSVC_RUNTIME_LIBRARY=MultiThreaded');
+  if (!existsSync(join(buildDir, 'CMakeCache.txt')) && process.platform !== 'win32' && onPath('ninja')) configure.push('-G', 'Ninja');
+  configure.push(`-DMINIGPT_BUILD_ORACLES=${values.oracles ? 'ON' : 'OFF'}`, `-DMINIGPT_PREBUILD=${values.prebuild ? 'ON' : 'OFF'}`);
+  if (gpu) configure.push(...GPU_FLAGS[gpu]);
+  if (gpu === 'cuda') {
+    const archs = values['cuda-architectures'] ?? (onPath('nvidia-smi', ['-L']) ? 'native' : '75;86;89');
+    configure.push(`-DCMAKE_CUDA_ARCHITECTURES=${archs}`);
+  }
+
+  let result = run('cmake', configure, { cwd: root });
+  if (result.status !== 0) fail('CMake could not configure the build (its messages are above).');
+  const jobs = values.jobs ?? String(availableParallelism());
+  result = run('cmake', ['--build', buildDir, '--config', 'Release', '--parallel', jobs], { cwd: root });
+  if (result.status !== 0) fail('the build failed (the compiler messages are above).');
+  process.stderr.write(`minigpt-node build: the addon is in ${outDir}\n`);
+}
+
+main();
