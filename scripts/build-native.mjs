@@ -23,7 +23,9 @@ const HELP = `usage: node scripts/build-native.mjs [options]
   --build-dir DIR           CMake build tree (default: build)
   --out DIR                 where the addon and its libraries go (default: <build-dir>/Release)
   --jobs N                  parallel compile jobs (default: all cores)
-  --clean                   start from an empty build tree`;
+  --clean                   start from an empty build tree
+  --no-cpu-variants         with --prebuild: one generic CPU backend instead of every variant
+                            (for GPU backend packages, which ship only the GPU library)`;
 
 const GPU_FLAGS = {
   cuda: ['-DGGML_CUDA=ON'],
@@ -71,7 +73,9 @@ function checkToolchain(gpu) {
 }
 
 function main() {
-  const { values } = parseArgs({
+  let parsed;
+  try {
+    parsed = parseArgs({
     options: {
       oracles: { type: 'boolean', default: false },
       prebuild: { type: 'boolean', default: false },
@@ -81,9 +85,14 @@ function main() {
       out: { type: 'string' },
       jobs: { type: 'string' },
       clean: { type: 'boolean', default: false },
+      'no-cpu-variants': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
-  });
+    });
+  } catch (err) {
+    fail(`${err.message}\n${HELP}`);
+  }
+  const { values } = parsed;
   if (values.help) {
     process.stdout.write(HELP + '\n');
     return;
@@ -103,6 +112,7 @@ function main() {
   if (process.platform === 'win32') configure.push(`-DCMAKE_RUNTIME_OUTPUT_DIRECTORY=${outDir}`, '-DCMAKE_MSVC_RUNTIME_LIBRARY=MultiThreaded');
   if (!existsSync(join(buildDir, 'CMakeCache.txt')) && process.platform !== 'win32' && onPath('ninja')) configure.push('-G', 'Ninja');
   configure.push(`-DMINIGPT_BUILD_ORACLES=${values.oracles ? 'ON' : 'OFF'}`, `-DMINIGPT_PREBUILD=${values.prebuild ? 'ON' : 'OFF'}`);
+  if (values.prebuild) configure.push(`-DGGML_CPU_ALL_VARIANTS=${values['no-cpu-variants'] ? 'OFF' : 'ON'}`);
   if (gpu) configure.push(...GPU_FLAGS[gpu]);
   if (gpu === 'cuda') {
     const archs = values['cuda-architectures'] ?? (onPath('nvidia-smi', ['-L']) ? 'native' : '75;86;89');

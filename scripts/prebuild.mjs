@@ -29,7 +29,9 @@ function step(program, args) {
 
 if (existsSync(join(root, '.git')) && existsSync(join(root, 'scripts', 'fetch-llama.mjs'))) step(process.execPath, [join(root, 'scripts', 'fetch-llama.mjs')]);
 const passOn = tokens.filter((t) => t.kind === 'option').flatMap((t) => (t.value === undefined ? [t.rawName] : [t.rawName, t.value]));
-step(process.execPath, [join(root, 'scripts', 'build-native.mjs'), '--prebuild', '--build-dir', buildDir, '--out', outDir, ...passOn]);
+// A cuda/vulkan package ships only its GPU library, so its build skips the CPU variants.
+const cpuVariants = gpu === 'cuda' || gpu === 'vulkan' ? ['--no-cpu-variants'] : [];
+step(process.execPath, [join(root, 'scripts', 'build-native.mjs'), '--prebuild', '--build-dir', buildDir, '--out', outDir, ...cpuVariants, ...passOn]);
 
 const isLibrary = (name) => /\.(so|dylib|dll)$/.test(name);
 // The GPU backend of a --gpu cuda/vulkan build goes to its own package; Metal stays in.

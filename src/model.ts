@@ -67,6 +67,11 @@ export interface ModelInfo {
   /** Tokens of the vocabulary's BOS and EOS. */
   bosToken: number;
   eosToken: number;
+  /**
+   * Layers of the LLM placed on a GPU, the output layer counted as one (so `layers + 1` is
+   * everything); 0 without a GPU device. With `gpuLayers: 'auto'` this is what was fitted.
+   */
+  gpuLayers: number;
 }
 
 const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'useMmap', 'onProgress', 'signal'] as const;
@@ -174,6 +179,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
       promptTemplate: blip2 ? getString(projectorHeader!, 'blip2.prompt_template') ?? null : null,
       // BLIP-2's eval preprocessing squashes every picture to the ViT's input size first.
       resizeTo: blip2 ? getNumber(projectorHeader!, 'blip2.vision.image_size') : undefined,
+      gpuLayers: addon.systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? gpuLayers : 0,
     });
   } catch (err) {
     if (err instanceof AbortedError) throw err;
@@ -212,7 +218,7 @@ export class Model {
   /** @internal */
   constructor(
     native: NativeModel,
-    extra: { threads: number; contextSize?: number; projectorType: string | null; promptTemplate: string | null; resizeTo?: number },
+    extra: { threads: number; contextSize?: number; projectorType: string | null; promptTemplate: string | null; resizeTo?: number; gpuLayers: number },
   ) {
     this.#native = native;
     this.#resizeTo = extra.resizeTo;
@@ -231,6 +237,7 @@ export class Model {
       promptTemplate: n.hasVision ? extra.promptTemplate : null,
       bosToken: n.bosToken,
       eosToken: n.eosToken,
+      gpuLayers: extra.gpuLayers < 0 || extra.gpuLayers > n.layers ? n.layers + 1 : extra.gpuLayers,
     });
     this.tokenText = { bos: n.bosText, eos: n.eosText, addsBos: n.addBos };
   }

@@ -4,7 +4,7 @@
  * The `minigpt` command line:
  *   minigpt describe <image> --model m.gguf --projector p.gguf [--prompt ...]
  *   minigpt convert -o out.gguf <inputs...>
- *   minigpt build
+ *   minigpt build [--gpu cuda|vulkan|metal]
  */
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -24,7 +24,12 @@ const usage = `Usage:
       --threads <n>          CPU threads
       --template <t>         'auto' (the model's chat template) or 'none'
       --system <text>        system prompt
-${convertUsage}  minigpt build              build the native addon from source (needs cmake and a C++17 compiler)
+${convertUsage}  minigpt build [options]    build the native addon from the llama.cpp source in this package
+                             (needs cmake and a C++17 compiler; tuned to this machine's CPU)
+      --gpu <cuda|vulkan|metal>  add a GPU backend (needs its SDK)
+      --cuda-architectures <l>   e.g. "86;89" (default: this machine's GPU)
+      --jobs <n>             parallel compile jobs
+      --clean                start from an empty build tree
 `;
 
 async function describe(argv: string[]): Promise<number> {
@@ -86,11 +91,13 @@ async function describe(argv: string[]): Promise<number> {
   }
 }
 
-function build(): number {
+function build(argv: string[]): number {
+  // The same driver as the repository's own build; it checks for cmake and a compiler first
+  // and names what is missing. The result goes to build/Release, which the loader prefers.
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-  const result = spawnSync('npm', ['run', 'build:native'], { cwd: root, stdio: 'inherit', shell: process.platform === 'win32' });
+  const result = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs'), ...argv], { cwd: root, stdio: 'inherit' });
   if (result.error) {
-    process.stderr.write(`minigpt build: could not run npm: ${result.error.message}\n`);
+    process.stderr.write(`minigpt build: could not start the build: ${result.error.message}\n`);
     return 1;
   }
   return result.status ?? 1;
@@ -100,7 +107,7 @@ async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'describe') return describe(rest);
   if (command === 'convert') return convert(rest);
-  if (command === 'build') return build();
+  if (command === 'build') return build(rest);
   process.stderr.write(usage);
   return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
 }
