@@ -7,7 +7,7 @@
 // Usage: node scripts/build-native.mjs [--oracles] [--prebuild] [--gpu cuda|vulkan|metal]
 //          [--cuda-architectures LIST] [--build-dir DIR] [--out DIR] [--jobs N] [--clean]
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, realpathSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +50,14 @@ function onPath(program, args = ['--version']) {
   return !result.error;
 }
 
+/** Whether the CUDA toolkit that owns the nvcc on PATH (or CUDA_PATH) has `header`. */
+function cudaHeader(header) {
+  const roots = [process.env.CUDA_PATH, process.env.CUDA_HOME, process.platform === 'linux' ? '/usr/local/cuda' : undefined].filter(Boolean);
+  const which = spawnSync(process.platform === 'win32' ? 'where' : 'which', ['nvcc'], { encoding: 'utf8' });
+  if (which.status === 0) roots.push(join(realpathSync(which.stdout.split(/\r?\n/)[0].trim()), '..', '..'));
+  return roots.some((r) => existsSync(join(r, 'include', header)) || existsSync(join(r, 'targets', `${process.arch === 'arm64' ? 'sbsa' : 'x86_64'}-linux`, 'include', header)));
+}
+
 /** Refuses early, saying what to install, when a tool the build needs is missing. */
 function checkToolchain(gpu) {
   const missing = [];
@@ -64,8 +72,11 @@ function checkToolchain(gpu) {
       );
     }
   }
-  if (gpu === 'cuda' && !onPath('nvcc')) missing.push('the CUDA toolkit with nvcc and cuBLAS (https://developer.nvidia.com/cuda-downloads)');
-  if (gpu === 'vulkan' && !onPath('glslc')) missing.push('the Vulkan SDK or its parts: Vulkan headers and loader, and glslc (Debian/Ubuntu: apt-get install libvulkan-dev glslc)');
+  if (gpu === 'cuda') {
+    if (!onPath('nvcc')) missing.push('the CUDA toolkit with nvcc and cuBLAS (https://developer.nvidia.com/cuda-downloads)');
+    else if (!cudaHeader('cublas_v2.h')) missing.push("cuBLAS's development files (cublas_v2.h; the CUDA toolkit's libcublas-dev / cuda-libraries-dev package)");
+  }
+  if (gpu === 'vulkan' && !onPath('glslc')) missing.push('the Vulkan SDK or its parts: Vulkan headers and loader, and glslc (Debian/Ubuntu: apt-get install libvulkan-dev glslc spirv-headers)');
   if (gpu === 'metal' && process.platform !== 'darwin') missing.push('macOS (Metal is only built on macOS)');
   if (missing.length > 0) {
     fail(`cannot build the native addon; missing:\n${missing.map((m) => `  - ${m}`).join('\n')}\nInstall them and run the command again.`);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -20,9 +20,10 @@ const PROMPT = 'What is in this picture?';
 
 let work, app, bareBin, fx, tarball, expectedTokens;
 
-/** A PATH with node, npm and npx only: no cmake, cc, c++, gcc, g++, clang, make, ninja. */
+/** A PATH with node, npm, npx and sh only: no cmake, cc, c++, gcc, g++, clang, make, ninja. */
 function makeBareBin(dir) {
   mkdirSync(dir);
+  symlinkSync('/bin/sh', join(dir, 'sh'));  // npx runs bins through sh
   const npmCli = dirname(realpathSync(spawnSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).stdout.trim()));
   symlinkSync(process.execPath, join(dir, 'node'));
   symlinkSync(join(npmCli, 'npm-cli.js'), join(dir, 'npm'));
@@ -63,8 +64,8 @@ before(async () => {
     image: { file: fx.images.rgbFile, width: raw.width, height: raw.height },
   });
 
-  const prebuild = spawnSync('npm', ['run', 'prebuild'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
-  assert.equal(prebuild.status, 0, 'npm run prebuild succeeded');
+  const prebuild = spawnSync('npm', ['run', 'prebuild'], { cwd: root, encoding: 'utf8', maxBuffer: 1 << 30 });
+  assert.equal(prebuild.status, 0, `npm run prebuild failed:\n${(prebuild.stdout + prebuild.stderr).slice(-4000)}`);
   const packed = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root, maxBuffer: 1 << 26 });
   tarball = join(work, JSON.parse(packed.stdout)[0].filename);
 
@@ -121,10 +122,10 @@ test('npx minigpt build without cmake or a compiler says what to install', { ski
 test('npx minigpt build builds from the shipped source; the local build is then preferred', { skip: !oraclesBuilt && 'oracles not built', timeout: 40 * 60_000 }, async () => {
   // ccache hits the repository's own build when paths are taken relative to the build tree.
   const env = { ...process.env, MINIGPT_NODE_BINARY: '', CCACHE_BASEDIR: '/', CCACHE_NOHASHDIR: 'true' };
-  const r = spawnSync('npx', ['--no-install', 'minigpt', 'build', '--jobs', String(Math.max(2, (await import('node:os')).availableParallelism()))], {
-    cwd: app, env, stdio: ['ignore', 'inherit', 'inherit'],
+  const r = spawnSync('npx', ['--no-install', 'minigpt', 'build', '--jobs', String(Math.max(2, availableParallelism()))], {
+    cwd: app, env, encoding: 'utf8', maxBuffer: 1 << 30,
   });
-  assert.equal(r.status, 0, 'npx minigpt build succeeded');
+  assert.equal(r.status, 0, `npx minigpt build failed:\n${(r.stdout + r.stderr).slice(-4000)}`);
   const result = await probe(bareEnv());
   assert.equal(result.binaryPath, join(app, 'node_modules', 'minigpt-node', 'build', 'Release', 'minigpt.node'));
   assert.equal(result.cpuBackend.variant, 'built-in');
