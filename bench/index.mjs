@@ -1,0 +1,161 @@
+#!/usr/bin/env node
+// npm run bench: the same work through minigpt-node, llama.cpp's own tools built from the same
+// source, @fugood/llama.node and node-llama-cpp (and, for the BLIP-2 projector, the PyTorch
+// reference), each contender in a child process of its own, printed as ratios to ours.
+//
+//   npm run bench -- [--runs 3] [--threads 2] [--only ours,llama-bench,...] [--quants Q4_0,Q8_0]
+//                    [--growth-runs 1] [--no-growth] [--no-load] [--no-blip2] [--write-docs]
+//                    [--prompt-tokens 128] [--gen-tokens 64]   (smaller for a quick check of the harness)
+//                    [--from-json FILE]   (re-print / re-write docs from a saved run)
+// BENCH_WRITE_DOCS=1 also writes docs/benchmarks.md and docs/benchmarks.svg. Every run is saved
+// to .cache/bench/last-run.json.
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { getSystemInfo } from '../dist/index.js';
+import { llamaBuffers } from './llama-log.mjs';
+import { loadTimes } from './load-time.mjs';
+import { cacheDir, ensureModels, root } from './models.mjs';
+import { render } from './report.mjs';
+import { runNode } from './spawn.mjs';
+import { DEFAULTS } from './workload.mjs';
+import * as llamaBench from './contenders/llama-bench.mjs';
+import * as mtmdCli from './contenders/mtmd-cli.mjs';
+import { torchEncode } from './torch-reference.mjs';
+
+const CONTENDERS = ['ours', 'llama-bench', 'mtmd-cli', 'fugood', 'node-llama-cpp', 'torch'];
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: String(DEFAULTS.runs) },
+    threads: { type: 'string', default: String(DEFAULTS.threads) },
+    only: { type: 'string', default: CONTENDERS.join(',') },
+    quants: { type: 'string', default: 'Q4_0,Q8_0' },
+    'growth-runs': { type: 'string', default: '1' },
+    'prompt-tokens': { type: 'string', default: String(DEFAULTS.promptTokens) },
+    'gen-tokens': { type: 'string', default: String(DEFAULTS.genTokens) },
+    'no-growth': { type: 'boolean' },
+    'no-load': { type: 'boolean' },
+    'no-blip2': { type: 'boolean' },
+    'write-docs': { type: 'boolean' },
+    'from-json': { type: 'string' },
+  },
+});
+
+const writeDocs = values['write-docs'] || Boolean(process.env.BENCH_WRITE_DOCS);
+let results;
+if (values['from-json']) {
+  results = JSON.parse(readFileSync(values['from-json'], 'utf8'));
+} else {
+  results = await runAll();
+  writeFileSync(join(cacheDir, 'last-run.json'), JSON.stringify(results, null, 1));
+}
+const out = render(results);
+process.stdout.write(out.text);
+if (writeDocs) {
+  writeFileSync(join(root, 'docs', 'benchmarks.md'), out.markdown);
+  writeFileSync(join(root, 'docs', 'benchmarks.svg'), out.svg);
+  process.stderr.write('bench: wrote docs/benchmarks.md and docs/benchmarks.svg\n');
+}
+
+async function runAll() {
+  const runs = Number(values.runs), threads = Number(values.threads), growthRuns = Number(values['growth-runs']);
+  const only = new Set(values.only.split(',').map((s) => s.trim()).filter(Boolean));
+  for (const name of only) if (!CONTENDERS.includes(name)) throw new Error(`unknown contender ${name}; known: ${CONTENDERS.join(', ')}`);
+  const quants = values.quants.split(',').map((s) => s.trim());
+  const blip2 = !values['no-blip2'] && (only.has('ours') || only.has('torch'));
+  const models = await ensureModels({ quants, blip2, threads });
+  const promptTokens = Number(values['prompt-tokens']), genTokens = Number(values['gen-tokens']);
+  const base = { ...DEFAULTS, promptTokens, genTokens, runs, threads, pictures: models.pictures, images: 1 };
+  const meta = {
+    date: new Date().toISOString(), cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), memGiB: totalmem() / 2 ** 30,
+    node: process.version, llamaCommit: getSystemInfo().llamaCommit, threads, runs, growthRuns, promptTokens, genTokens,
+    peers: { fugood: pkgVersion('@fugood/llama.node'), nodeLlamaCpp: pkgVersion('node-llama-cpp') },
+    loadAvgStart: loadavg(), loadAvgMax: loadavg()[0],
+  };
+  const cases = [];
+  const note = (label) => {
+    meta.loadAvgMax = Math.max(meta.loadAvgMax, loadavg()[0]);
+    process.stderr.write(`bench: ${label} (load average ${loadavg()[0].toFixed(2)})\n`);
+  };
+  // One contender on one case; a failure is recorded and reported, and the run goes on.
+  const measure = async (label, fn) => {
+    note(label);
+    try {
+      const r = await fn();
+      delete r.stderr;
+      return r;
+    } catch (err) {
+      process.stderr.write(`bench: ${label} failed: ${err.message}\n`);
+      return { error: err.message };
+    }
+  };
+  const attempt = async (c, fn) => cases.push({ ...c, ...(await measure(`${c.group} ${c.contender}`, fn)) });
+  const ours = (s) => runNode('ours.mjs', s, { env: { MINIGPT_LOG: 'info' } }).then((r) => ({ ...r, buffers: llamaBuffers(r.stderr) }));
+
+  for (const quant of quants) {
+    const model = models.llm[quant];
+    const text = { ...base, model, workload: 'text' };
+    const image = { ...base, model, projector: models.clip, workload: 'image' };
+    const group = (w) => `${quant} ${w}`;
+    if (only.has('ours')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'ours' }, () => ours(text));
+    if (only.has('llama-bench')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'llama-bench' }, () => llamaBench.run(text));
+    if (only.has('node-llama-cpp')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'node-llama-cpp' }, () => runNode('node-llama-cpp.mjs', text));
+    if (only.has('fugood')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'fugood' }, () => runNode('fugood.mjs', text));
+    if (only.has('ours')) await attempt({ group: group('image'), quant, workload: 'image', contender: 'ours' }, () => ours(image));
+    if (only.has('mtmd-cli')) await attempt({ group: group('image'), quant, workload: 'image', contender: 'mtmd-cli' }, () => mtmdCli.run(image));
+    if (only.has('fugood')) await attempt({ group: group('image'), quant, workload: 'image', contender: 'fugood' }, () => runNode('fugood.mjs', image));
+  }
+
+  if (blip2) {
+    const quant = quants[0];
+    const group = `${quant} BLIP-2 image`;
+    const image = { ...base, model: models.llm[quant], projector: models.blip2, workload: 'image' };
+    if (only.has('ours')) await attempt({ group, quant, workload: 'blip2', contender: 'ours' }, () => ours(image));
+    if (only.has('torch')) {
+      await attempt({ group, quant, workload: 'blip2', contender: 'torch' }, async () => {
+        const t = await torchEncode({ threads, runs: Math.max(1, runs), outputLength: 2048 });
+        if (!t) throw new Error('python3 with torch is not available');
+        return { runs: [{ encodeMs: t.ms }], extrapolated: t };
+      });
+    }
+  }
+
+  const growth = { prompt: [], images: [] };
+  if (only.has('ours') && !values['no-growth']) {
+    const quant = quants[0];
+    const model = models.llm[quant];
+    for (const promptTokens of [128, 512, 1024, 2048]) {
+      const s = { ...base, model, workload: 'text', promptTokens, runs: growthRuns, ctx: 4096 };  // 2048 + 64 > the model's 2048
+      const row = { promptTokens, quant, ours: await measure(`growth: ours, ${promptTokens}-token prompt`, () => ours(s)) };
+      if (only.has('llama-bench')) row.llamaBench = await measure(`growth: llama-bench, ${promptTokens}-token prompt`, () => llamaBench.run(s));
+      growth.prompt.push(row);
+    }
+    for (let images = 1; images <= 4; images++) {
+      const s = { ...base, model, projector: models.clip, workload: 'image', images, runs: growthRuns };
+      growth.images.push({ images, quant, ours: await measure(`growth: ours, ${images} image(s)`, () => ours(s)) });
+    }
+  }
+
+  let load = null;
+  if (only.has('ours') && !values['no-load']) {
+    load = await measure('load times, cold and warm', () => loadTimes({ model: models.llm[quants[0]], projector: models.clip, threads, ctx: DEFAULTS.ctx, runs: Math.max(3, runs) }));
+    load.quant = quants[0];
+  }
+  meta.loadAvgEnd = loadavg();
+  return { meta, cases, growth, load, files: fileSizes(models) };
+}
+
+function pkgVersion(name) {
+  try {
+    return JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version;
+  } catch {
+    return null;
+  }
+}
+
+// File sizes in MiB: what the weights would take if nothing were copied.
+function fileSizes(models) {
+  const files = { ...models.llm, clip: models.clip, blip2: models.blip2 };
+  return Object.fromEntries(Object.entries(files).filter(([, f]) => f).map(([k, f]) => [k, statSync(f).size / 2 ** 20]));
+}

@@ -1,0 +1,386 @@
+// Turns one run's results into the printed table, docs/benchmarks.md and docs/benchmarks.svg,
+// so the three always show the same numbers.
+import { summary } from './workload.mjs';
+
+const FIGURES = [
+  { key: 'encodeMs', label: 'encode ms', lower: true, digits: 0 },
+  { key: 'ttftMs', label: 'TTFT ms', lower: true, digits: 0 },
+  { key: 'prefillTokS', label: 'prefill tok/s', lower: false, digits: 1 },
+  { key: 'decodeTokS', label: 'decode tok/s', lower: false, digits: 2 },
+  { key: 'peakRssMiB', label: 'peak RSS MiB', lower: true, digits: 0, perProcess: true },
+  { key: 'lagP99Ms', label: 'loop lag p99 ms', lower: true, digits: 2 },
+];
+
+export const NAMES = {
+  ours: 'minigpt-node',
+  'llama-bench': 'llama-bench',
+  'mtmd-cli': 'llama-mtmd-cli',
+  fugood: '@fugood/llama.node',
+  'node-llama-cpp': 'node-llama-cpp',
+  torch: 'PyTorch reference',
+};
+const COLORS = { ours: '#1f6feb', 'llama-bench': '#8b949e', 'mtmd-cli': '#6e7781', fugood: '#d29922', 'node-llama-cpp': '#2da44e', torch: '#cf222e' };
+
+// Lags below this are noise of the measurement itself (the histogram's clock): no ratio.
+const LAG_FLOOR_MS = 0.05;
+
+/** Median and best (min of costs, max of rates) of each figure of one case. */
+export function figuresOf(c) {
+  const out = {};
+  for (const f of FIGURES) {
+    if (f.perProcess) {
+      out[f.key] = { median: c[f.key] ?? NaN, best: c[f.key] ?? NaN };
+      continue;
+    }
+    const s = summary((c.runs ?? []).map((r) => r[f.key]));
+    out[f.key] = { median: s.median, best: f.lower ? s.min : s.max, worst: f.lower ? s.max : s.min, n: s.n };
+  }
+  return out;
+}
+
+/** How many times better ours is (> 1: ours better), or NaN when either side is missing. */
+function ratio(f, ours, theirs) {
+  if (!Number.isFinite(ours) || !Number.isFinite(theirs) || ours <= 0 || theirs <= 0) return NaN;
+  if (f.key === 'lagP99Ms' && (ours < LAG_FLOOR_MS || theirs < LAG_FLOOR_MS)) return NaN;
+  return f.lower ? theirs / ours : ours / theirs;
+}
+
+const fmt = (v, digits) => (Number.isFinite(v) ? v.toFixed(digits) : '—');
+const fmtRatio = (r) => (Number.isFinite(r) ? `${r >= 100 ? r.toFixed(0) : r.toFixed(2)}x` : '');
+
+function groupsOf(cases) {
+  const groups = new Map();
+  for (const c of cases) {
+    if (!groups.has(c.group)) groups.set(c.group, []);
+    groups.get(c.group).push(c);
+  }
+  return groups;
+}
+
+function tokensNote(c) {
+  const runs = c.runs ?? [];
+  if (runs.length === 0) return '';
+  const p = [...new Set(runs.map((r) => r.promptTokens).filter((x) => x !== undefined))].join('/');
+  const g = [...new Set(runs.map((r) => r.generated).filter((x) => x !== undefined))].join('/');
+  return `${p}+${g}`;
+}
+
+/** The pass/fail list of the issue's targets, from the medians. */
+export function targets(results) {
+  const out = [];
+  const groups = groupsOf(results.cases);
+  const gen = results.meta.genTokens ?? 64;
+  for (const [group, cs] of groups) {
+    const ours = cs.find((c) => c.contender === 'ours' && !c.error);
+    if (!ours) continue;
+    const fo = figuresOf(ours);
+    const vs = (name, key, min, what) => {
+      const c = cs.find((x) => x.contender === name && !x.error);
+      if (!c) return;
+      const f = FIGURES.find((x) => x.key === key);
+      const r = ratio(f, fo[key].median, figuresOf(c)[key].median);
+      if (!Number.isFinite(r)) return;
+      out.push({ group, target: `${what} >= ${min}x ${NAMES[name]}`, value: `${r.toFixed(2)}x`, pass: r >= min });
+    };
+    const tool = ours.workload === 'text' ? 'llama-bench' : 'mtmd-cli';
+    vs(tool, 'decodeTokS', 0.98, 'decode');
+    vs(tool, 'prefillTokS', 0.98, 'prefill');
+    vs('fugood', 'decodeTokS', 3, 'decode');
+    if (ours.workload === 'text') {
+      vs('node-llama-cpp', 'decodeTokS', 1.0, 'decode');
+      vs('node-llama-cpp', 'prefillTokS', 1.0, 'prefill');
+    }
+    const worstLag = fo.lagP99Ms.worst;
+    if (Number.isFinite(worstLag)) out.push({ group, target: 'event loop lag p99 < 5 ms (worst run)', value: `${worstLag.toFixed(2)} ms`, pass: worstLag < 5 });
+    const b = ours.buffers;
+    if (b && Number.isFinite(b.total) && Number.isFinite(ours.peakRssMiB)) {
+      const r = ours.peakRssMiB / b.total;
+      out.push({ group, target: 'peak RSS <= 1.1x weights + KV + compute', value: `${r.toFixed(2)}x (${ours.peakRssMiB.toFixed(0)} / ${b.total.toFixed(0)} MiB)`, pass: r <= 1.1 });
+    }
+    for (const c of cs.filter((x) => !x.error && x.contender !== 'torch')) {
+      const short = (c.runs ?? []).filter((r) => r.generated !== gen);
+      if (short.length) out.push({ group, target: `${NAMES[c.contender]} generates ${gen} tokens every run`, value: short.map((r) => r.generated).join(','), pass: false });
+    }
+  }
+  return out;
+}
+
+function pad(s, n) {
+  s = String(s);
+  return s.length >= n ? s : s + ' '.repeat(n - s.length);
+}
+
+function textTable(results) {
+  const lines = [];
+  const widths = [20, ...FIGURES.map(() => 19), 9];
+  const row = (cells) => cells.map((c, i) => pad(c, widths[i])).join(' ').trimEnd();
+  for (const [group, cs] of groupsOf(results.cases)) {
+    const ours = cs.find((c) => c.contender === 'ours' && !c.error);
+    const fo = ours ? figuresOf(ours) : null;
+    lines.push('', `${group}`, row(['contender', ...FIGURES.map((f) => f.label), 'tokens']));
+    for (const c of cs) {
+      if (c.error) {
+        lines.push(row([NAMES[c.contender], `failed: ${c.error.split('\n')[0].slice(0, 100)}`]));
+        continue;
+      }
+      const f = figuresOf(c);
+      lines.push(row([NAMES[c.contender], ...FIGURES.map((x) => {
+        const v = fmt(f[x.key].median, x.digits);
+        if (c.contender === 'ours' || !fo) return v;
+        const r = fmtRatio(ratio(x, fo[x.key].median, f[x.key].median));
+        return r ? `${v} (${r})` : v;
+      }), tokensNote(c)]));
+    }
+  }
+  return lines.join('\n');
+}
+
+function targetLines(list) {
+  return list.map((t) => `${t.pass ? 'PASS' : 'FAIL'}  ${pad(t.group, 18)} ${pad(t.target, 44)} ${t.value}`).join('\n');
+}
+
+function growthText(g) {
+  const lines = [];
+  if (g?.prompt?.length) {
+    lines.push('', `Prompt length (${g.prompt[0].quant}, text; ours vs llama-bench)`, 'prompt  ours prefill tok/s  llama-bench  ours TTFT ms  ours decode tok/s  llama-bench decode');
+    for (const r of g.prompt) {
+      const o = r.ours?.error ? null : figuresOf(r.ours ?? {});
+      const l = r.llamaBench && !r.llamaBench.error ? figuresOf(r.llamaBench) : null;
+      lines.push(`${pad(r.promptTokens, 7)} ${pad(fmt(o?.prefillTokS.median, 1), 18)} ${pad(fmt(l?.prefillTokS.median, 1), 12)} ${pad(fmt(o?.ttftMs.median, 0), 13)} ${pad(fmt(o?.decodeTokS.median, 2), 18)} ${fmt(l?.decodeTokS.median, 2)}`);
+    }
+  }
+  if (g?.images?.length) {
+    lines.push('', `Images per prompt (${g.images[0].quant}, CLIP ViT-B/16: 196 tokens each)`, 'images  encode ms  prompt tokens  prefill tok/s  TTFT ms  decode tok/s  peak RSS MiB');
+    for (const r of g.images) {
+      const o = r.ours?.error ? null : figuresOf(r.ours ?? {});
+      lines.push(`${pad(r.images, 7)} ${pad(fmt(o?.encodeMs.median, 0), 10)} ${pad(r.ours?.runs?.[0]?.promptTokens ?? '—', 14)} ${pad(fmt(o?.prefillTokS.median, 1), 14)} ${pad(fmt(o?.ttftMs.median, 0), 8)} ${pad(fmt(o?.decodeTokS.median, 2), 13)} ${fmt(r.ours?.peakRssMiB, 0)}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+function loadText(load) {
+  if (!load || load.error) return load?.error ? `\nLoad times: failed: ${load.error}` : '';
+  const c = summary(load.cold), w = summary(load.warm);
+  const res = Math.max(...load.residentBeforeCold);
+  return `\nLoad (${load.quant} + CLIP projector, loadModel to resolved): cold min ${fmt(c.min, 0)} / median ${fmt(c.median, 0)} ms` +
+    ` (resident before: ${fmt(res / 2 ** 20, 1)} MiB); warm min ${fmt(w.min, 0)} / median ${fmt(w.median, 0)} ms`;
+}
+
+function header(meta) {
+  return `minigpt-node bench: ${meta.date}, ${meta.cpu} (${meta.cores} CPUs, ${meta.memGiB.toFixed(0)} GiB), node ${meta.node}, llama.cpp ${String(meta.llamaCommit).slice(0, 7)}\n` +
+    `${meta.threads} threads, greedy, median of ${meta.runs} runs after a warm-up; load average at start ${meta.loadAvgStart.map((x) => x.toFixed(2)).join(' ')}, highest seen ${meta.loadAvgMax.toFixed(2)}\n` +
+    'Cells: median (how many times better ours is: >1 ours better, for rates ours/theirs, for ms and MiB theirs/ours); tokens: prompt+generated per run';
+}
+
+/** { text, markdown, svg } of one run. */
+export function render(results) {
+  const t = targets(results);
+  const text = `${header(results.meta)}\n${textTable(results)}\n${growthText(results.growth)}\n${loadText(results.load)}\n\nTargets\n${targetLines(t)}\n`;
+  return { text, markdown: markdown(results, t), svg: svg(results) };
+}
+
+// ---- markdown ----
+
+function mdTable(results) {
+  const out = [];
+  for (const [group, cs] of groupsOf(results.cases)) {
+    const ours = cs.find((c) => c.contender === 'ours' && !c.error);
+    const fo = ours ? figuresOf(ours) : null;
+    out.push(`### ${group}`, '', `| contender | ${FIGURES.map((f) => f.label).join(' | ')} | tokens |`, `|---|${FIGURES.map(() => '---:').join('|')}|---|`);
+    for (const c of cs) {
+      if (c.error) {
+        out.push(`| ${NAMES[c.contender]} | failed: ${c.error.split('\n')[0].replace(/\|/g, '/').slice(0, 160)} |${FIGURES.map(() => '').join('|')}|`);
+        continue;
+      }
+      const f = figuresOf(c);
+      const cells = FIGURES.map((x) => {
+        const v = fmt(f[x.key].median, x.digits);
+        const best = x.perProcess ? '' : ` [${fmt(f[x.key].best, x.digits)}]`;
+        if (v === '—') return v;
+        if (c.contender === 'ours' || !fo) return `**${v}**${best}`;
+        const r = fmtRatio(ratio(x, fo[x.key].median, f[x.key].median));
+        return `${v}${best}${r ? ` (${r})` : ''}`;
+      });
+      out.push(`| ${NAMES[c.contender]} | ${cells.join(' | ')} | ${tokensNote(c)} |`);
+    }
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+function mdGrowth(g) {
+  const out = [];
+  if (g?.prompt?.length) {
+    out.push(`### Prompt length (${g.prompt[0].quant}, text only, context 4096)`, '',
+      '| prompt tokens | ours prefill tok/s | llama-bench prefill tok/s | ours TTFT ms | ours decode tok/s | llama-bench decode tok/s (same depth) |', '|---:|---:|---:|---:|---:|---:|');
+    for (const r of g.prompt) {
+      const o = r.ours && !r.ours.error ? figuresOf(r.ours) : null;
+      const l = r.llamaBench && !r.llamaBench.error ? figuresOf(r.llamaBench) : null;
+      out.push(`| ${r.promptTokens} | ${fmt(o?.prefillTokS.median, 1)} | ${fmt(l?.prefillTokS.median, 1)} | ${fmt(o?.ttftMs.median, 0)} | ${fmt(o?.decodeTokS.median, 2)} | ${fmt(l?.decodeTokS.median, 2)} |`);
+    }
+    out.push('');
+  }
+  if (g?.images?.length) {
+    out.push(`### Images per prompt (${g.images[0].quant}, CLIP ViT-B/16 224 px: 196 tokens each, plus the same text)`, '',
+      '| images | encode ms (all) | prompt tokens | prefill tok/s | TTFT ms | decode tok/s | peak RSS MiB |', '|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of g.images) {
+      const o = r.ours && !r.ours.error ? figuresOf(r.ours) : null;
+      out.push(`| ${r.images} | ${fmt(o?.encodeMs.median, 0)} | ${r.ours?.runs?.[0]?.promptTokens ?? '—'} | ${fmt(o?.prefillTokS.median, 1)} | ${fmt(o?.ttftMs.median, 0)} | ${fmt(o?.decodeTokS.median, 2)} | ${fmt(r.ours?.peakRssMiB, 0)} |`);
+    }
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+function mdLoad(load) {
+  if (!load) return '';
+  if (load.error) return `### Load time\n\nfailed: ${load.error}\n`;
+  const c = summary(load.cold), w = summary(load.warm);
+  return `### Load time (${load.quant} LLM + CLIP projector, \`loadModel()\` until it resolves, ${load.cold.length} pairs)\n\n` +
+    '| | min ms | median ms |\n|---|---:|---:|\n' +
+    `| cold (files evicted from the page cache; resident before: ${fmt(Math.max(...load.residentBeforeCold) / 2 ** 20, 1)} MiB) | ${fmt(c.min, 0)} | ${fmt(c.median, 0)} |\n` +
+    `| warm (all pages cached, mmap) | ${fmt(w.min, 0)} | ${fmt(w.median, 0)} |\n`;
+}
+
+function mdBuffers(results) {
+  const rows = results.cases.filter((c) => c.contender === 'ours' && c.buffers && Number.isFinite(c.buffers.total));
+  if (!rows.length) return '';
+  return '| case | weights (mapped + repacked + projector) | KV | compute + output | sum | peak RSS | RSS / sum |\n|---|---:|---:|---:|---:|---:|---:|\n' +
+    rows.map((c) => `| ${c.group} | ${fmt(c.buffers.weights, 0)} | ${fmt(c.buffers.kv, 0)} | ${fmt(c.buffers.compute + c.buffers.output, 0)} | ${fmt(c.buffers.total, 0)} | ${fmt(c.peakRssMiB, 0)} | ${fmt(c.peakRssMiB / c.buffers.total, 2)}x |`).join('\n') + '\n';
+}
+
+function markdown(results, t) {
+  const m = results.meta;
+  const loaded = m.loadAvgMax > m.threads + 0.75 || m.loadAvgStart[0] > 0.75;
+  const files = Object.entries(results.files ?? {}).map(([k, v]) => `${k} ${v.toFixed(0)} MiB`).join(', ');
+  return `# Benchmarks
+
+Made by \`npm run bench -- --write-docs\` (or \`BENCH_WRITE_DOCS=1 npm run bench\`) in one run, which also
+drew [benchmarks.svg](benchmarks.svg). Random weights of real shapes, written by our GGUF writer and
+quantized by llama.cpp's own \`llama-quantize\` from the same source: a TinyLlama-1.1B-shaped LLaMA
+(22 layers, n_embd 2048, n_ff 5632, 32 heads, 4 KV heads, vocabulary 32000), a CLIP ViT-B/16 "mlp"
+projector at 224 px (196 image tokens) and the EVA ViT-g/14 + Q-Former BLIP-2 projector (32 image
+tokens). Files: ${files}.
+
+${m.date}; ${m.cpu}, ${m.cores} CPUs, ${m.memGiB.toFixed(0)} GiB; Node ${m.node}; llama.cpp ${String(m.llamaCommit).slice(0, 7)} (ours and
+llama.cpp's tools), @fugood/llama.node ${m.peers?.fugood}, node-llama-cpp ${m.peers?.nodeLlamaCpp}.
+${loaded ? `\n**The machine was loaded during this run** (load average ${m.loadAvgStart.map((x) => x.toFixed(2)).join(' / ')} at the start, up to ${m.loadAvgMax.toFixed(2)} while it ran, on ${m.cores} CPUs; another build was compiling): absolute numbers are lower and noisier than on an idle machine, and ratios between contenders measured minutes apart carry that noise too.\n` : ''}
+![prefill and decode rates](benchmarks.svg)
+
+## Workload
+
+The same for every contender: ${m.threads} threads, greedy, a ${m.promptTokens}-token prompt (words that are one token
+each, so every tokenizer gives the same count; BOS first), ${m.genTokens} generated tokens; the image cases put
+one 224x224 PNG into a ChatML turn (the model's template). Every contender runs in a child process
+of its own, does one short warm-up, then ${m.runs} measured runs; each run starts with a different
+word, so no binding can reuse the previous run's context. Cells give the median, the best run in
+brackets, and in parentheses how many times better ours is (above 1: ours is better; rates are
+ours/theirs, milliseconds and MiB theirs/ours).
+
+- **encode ms**: picture to embeddings (ours: \`model.encodeImage(path)\`, PNG decode included;
+  llama.cpp: libmtmd's own log line).
+- **TTFT**: encode plus prefill until the first token reaches the caller (llama-bench: its pp time).
+- **prefill tok/s**: prompt tokens evaluated (image tokens included) / (first token time − encode);
+  for the Node bindings timed in JS from the request to the first token, for llama.cpp's tools from
+  their own counters (pure evaluation, no sampling, no JS).
+- **decode tok/s**: (generated − 1) / (last token − first token), in JS for the bindings; llama-bench
+  tg${m.genTokens} at the depth our decode runs at (${m.promptTokens + 1}), llama-mtmd-cli's eval counter.
+- **peak RSS**: the process's VmHWM at its end (/usr/bin/time for the native tools); mapped model
+  pages count.
+- **loop lag p99**: \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution, the interval subtracted)
+  while generating; the worst run's p99 goes into the targets.
+- Every run's token counts are printed (prompt+generated) and checked: greedy decoding of these
+  weights never picks EOS (its output row is zero), and every contender must give ${m.genTokens}.
+
+## Results
+
+${mdTable(results)}
+## Targets
+
+| case | target | value | |
+|---|---|---|---|
+${t.map((x) => `| ${x.group} | ${x.target} | ${x.value} | ${x.pass ? 'pass' : '**FAIL**'} |`).join('\n')}
+
+Memory, from llama.cpp's and libmtmd's own log lines (MiB; "weights" counts the mapped file and
+the copy llama.cpp repacks for its AVX kernels, which both stay resident):
+
+${mdBuffers(results)}
+## Growth
+
+${mdGrowth(results.growth)}
+${mdLoad(results.load)}
+${NOTES}`;
+}
+
+// Prose that does not change from run to run; the numbers it refers to are in the tables above.
+const NOTES = `## Notes
+
+- The peers are what \`npm install\` gives: @fugood/llama.node's linux-x64 CPU binary is built for
+  baseline x86-64 (objdump finds no AVX/ymm instructions in it), so its matrix products run on SSE
+  only; node-llama-cpp ships one CPU library per micro-architecture and picks the best at run time.
+  Ours and llama.cpp's tools are built from the same source with \`GGML_NATIVE=ON\`.
+- llama-bench is the ceiling for a binding: no tokenizer, no sampler beyond the graph, no JS. Our
+  prefill and decode are timed in JS around the public API, so they include tokenizing, the chat
+  template (image cases), sampling, moving each token across threads and the async iterator.
+- "Cold" load: the model and projector files are evicted from the page cache with
+  \`posix_fadvise(POSIX_FADV_DONTNEED)\` (GNU \`dd iflag=nocache\`, no root needed, no other file
+  touched) and \`fincore\` checks that nothing of them stays resident. On a virtual machine the host
+  may still cache the disk image, so this is "not in this kernel's page cache". "Warm" is the same
+  load right after. With mmap, loading maps the file; pages are read when first used (the
+  first prompt), except for the tensors llama.cpp repacks at load, which are read and copied then.
+- The BLIP-2 row of PyTorch is the reference implementation (float32, Debian's python3-torch) timed
+  at ViT depths 1 and 3 and extrapolated to 39; a record, not a speed anchor. See also
+  [benchmarks-qformer.md](benchmarks-qformer.md) for FLOP rates.
+`;
+
+// ---- SVG ----
+
+function esc(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** Horizontal bars: for each case, prefill and decode tok/s of every contender, side by side. */
+export function svg(results) {
+  const groups = [...groupsOf(results.cases)].filter(([, cs]) => cs.some((c) => !c.error && (c.runs ?? []).some((r) => Number.isFinite(r.decodeTokS))));
+  const panels = [{ key: 'prefillTokS', title: 'prefill tok/s (higher is better)' }, { key: 'decodeTokS', title: 'decode tok/s (higher is better)' }];
+  const labelW = 170, panelW = 330, gap = 40, barH = 16, rowGap = 4, groupGap = 26, top = 54;
+  const width = labelW + panels.length * panelW + (panels.length - 1) * gap + 20;
+  const max = {};
+  for (const p of panels) {
+    max[p.key] = Math.max(1e-9, ...groups.flatMap(([, cs]) => cs.filter((c) => !c.error).map((c) => figuresOf(c)[p.key].median).filter(Number.isFinite)));
+  }
+  const parts = [];
+  let y = top;
+  for (const [group, cs] of groups) {
+    parts.push(`<text x="10" y="${y + 12}" class="g">${esc(group)}</text>`);
+    y += 20;
+    for (const c of cs.filter((x) => !x.error)) {
+      const f = figuresOf(c);
+      if (!Number.isFinite(f.decodeTokS.median) && !Number.isFinite(f.prefillTokS.median)) continue;
+      parts.push(`<text x="${labelW - 8}" y="${y + barH - 4}" class="l" text-anchor="end">${esc(NAMES[c.contender])}</text>`);
+      panels.forEach((p, i) => {
+        const x0 = labelW + i * (panelW + gap);
+        const v = f[p.key].median;
+        if (!Number.isFinite(v)) return;
+        const w = Math.max(1, (v / max[p.key]) * (panelW - 70));
+        parts.push(`<rect x="${x0}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${COLORS[c.contender] ?? '#999'}"/>`);
+        parts.push(`<text x="${(x0 + w + 4).toFixed(1)}" y="${y + barH - 4}" class="v">${fmt(v, p.key === 'decodeTokS' ? 2 : 1)}</text>`);
+      });
+      y += barH + rowGap;
+    }
+    y += groupGap - rowGap;
+  }
+  const height = y + 10;
+  const heads = panels.map((p, i) => `<text x="${labelW + i * (panelW + gap)}" y="${top - 10}" class="h">${esc(p.title)}</text>`).join('');
+  const m = results.meta;
+  const title = `minigpt-node vs llama.cpp's tools and Node peers: TinyLlama-1.1B shape, ${m.threads} threads, median of ${m.runs} runs`;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif">
+<style>.t{font-size:14px;font-weight:600}.h{font-size:12px;font-weight:600}.g{font-size:12px;font-weight:600;fill:#24292f}.l{font-size:11px;fill:#24292f}.v{font-size:10px;fill:#57606a}</style>
+<rect width="100%" height="100%" fill="#ffffff"/>
+<text x="10" y="20" class="t">${esc(title)}</text>
+${heads}
+${parts.join('\n')}
+</svg>
+`;
+}
