@@ -23,6 +23,8 @@ const qformerSizes = [
   'blip2.qformer.query_count',
 ];
 
+const epsilons = ['blip2.vision.attention.layer_norm_epsilon', 'blip2.vision.ln_vision_epsilon', 'blip2.qformer.layer_norm_epsilon'];
+
 export function checkBlip2Header(h: GgufHeader, textModelEmbd: number | undefined): string[] {
   const problems: string[] = [];
   const variant = getString(h, 'blip2.variant') ?? 'qformer';
@@ -33,6 +35,11 @@ export function checkBlip2Header(h: GgufHeader, textModelEmbd: number | undefine
     const v = getNumber(h, key);
     if (v === undefined || !Number.isInteger(v) || v <= 0) problems.push(`key ${key} is missing or not a positive integer`);
     else value[key] = v;
+  }
+  // ggml's norm op asserts eps >= 0 when an image is encoded, long after the load succeeded.
+  for (const key of epsilons) {
+    const eps = getNumber(h, key);
+    if (eps !== undefined && !(eps >= 0 && Number.isFinite(eps))) problems.push(`key ${key} is ${eps}; a norm epsilon must be a finite number >= 0`);
   }
   if (problems.length) return problems;
   const image = value['blip2.vision.image_size'];

@@ -7,6 +7,9 @@
  * The rules mirror tools/mtmd/clip.cpp and models/llava.cpp of the llama.cpp we build.
  */
 import { KeyChecker } from './gguf/key-checks.js';
+import { checkLlmHparams } from './llm-hparams-check.js';
+import { checkGraphRules, checkYasa2Grid, layerWithoutAttention } from './mtmd-graph-rules.js';
+import { checkTensorTypes } from './tensor-type-check.js';
 import { GgufValueType, getString, type GgufHeader, type GgufTensorInfo } from './gguf/types.js';
 
 /** Projector type names this llama.cpp knows (clip-impl.h PROJECTOR_TYPE_NAMES). */
@@ -21,7 +24,7 @@ export const KNOWN_PROJECTOR_TYPES: readonly string[] = [
 ];
 
 // Vision graphs that do not start from v.patch_embd.weight.
-const NO_PATCH_EMBD = new Set(['deepseekocr', 'deepseekocr2', 'dots3note_v', 'gemma3nv', 'yasa2']);
+const NO_PATCH_EMBD = new Set(['deepseekocr', 'deepseekocr2', 'dots3note_v', 'gemma3nv']);
 // Types whose encoder has no standard v.blk.N layers.
 const NO_STANDARD_LAYERS = new Set(['gemma3nv', 'qwen3tts_spkenc', 'pockettts_gen']);
 
@@ -56,7 +59,7 @@ export function checkTextModelHeader(h: GgufHeader): string[] {
   keys.u32(`${arch}.embedding_length`, true, why);
   keys.u32(`${arch}.block_count`, true, why);
   keys.str('tokenizer.ggml.model', true, ': the model has no tokenizer');
-  return keys.problems;
+  return [...keys.problems, ...checkLlmHparams(h, arch), ...checkTensorTypes(h)];
 }
 
 /**
@@ -96,6 +99,12 @@ export function checkMmprojHeader(h: GgufHeader, textModelEmbd: number | undefin
 
   const hp = readVisionHparams(keys);
   const problems = keys.problems;
+  // Each layer holds at least its attn_out tensor; a larger count is corrupt, and checking
+  // layer by layer up to it could take minutes and all the heap.
+  if (hp.nLayer !== undefined && hp.nLayer > h.tensors.length) {
+    problems.push(`clip.vision.block_count is ${hp.nLayer}, more layers than the file's ${h.tensors.length} tensors can hold`);
+    return problems;
+  }
   const tensors = new TensorChecker(h, problems);
 
   if (!NO_PATCH_EMBD.has(type)) tensors.require('v.patch_embd.weight', 'the patch embedding');
@@ -112,7 +121,15 @@ export function checkMmprojHeader(h: GgufHeader, textModelEmbd: number | undefin
 
   let outputSize: number | undefined;
   if (type === 'mlp' || type === 'ldp' || type === 'ldpv2') outputSize = checkLlavaFamily(h, type, hp, tensors, problems);
+  else {
+    problems.push(...checkGraphRules(h, type, hp.nLayer));
+    // The LLaVA graph skips the last layer (checked above); the shared ViT runs every one.
+    const bare = !NO_STANDARD_LAYERS.has(type) && hp.nLayer !== undefined ? layerWithoutAttention(h, hp.nLayer) : undefined;
+    if (bare !== undefined) problems.push(`encoder layer ${bare} has no attention weights (v.blk.${bare}.attn_qkv.weight, or attn_q, attn_k and attn_v)`);
+    if (type === 'yasa2' && hp.imageSize && hp.patchSize) problems.push(...checkYasa2Grid(h, hp.imageSize, hp.patchSize));
+  }
 
+  problems.push(...checkTensorTypes(h));
   if (textModelEmbd !== undefined && outputSize !== undefined && outputSize !== textModelEmbd) {
     problems.push(`projector output size ${outputSize} does not match the text model's embedding size ${textModelEmbd}: this projector was made for a different language model`);
   }
@@ -141,7 +158,9 @@ function readVisionHparams(keys: KeyChecker): VisionHparams {
   };
   keys.u32(`${p}feed_forward_length`);
   keys.u32(`${p}projection_dim`);
-  keys.f32(`${p}attention.layer_norm_epsilon`);
+  const eps = keys.f32(`${p}attention.layer_norm_epsilon`);
+  // ggml's norm op asserts eps >= 0 when an image is encoded, long after the load succeeded.
+  if (eps !== undefined && !(eps >= 0 && Number.isFinite(eps))) keys.problems.push(`${p}attention.layer_norm_epsilon is ${eps}; it must be a finite number >= 0`);
   keys.array(`${p}image_mean`, GgufValueType.FLOAT32, 3);
   keys.array(`${p}image_std`, GgufValueType.FLOAT32, 3);
 
@@ -186,6 +205,23 @@ class TensorChecker {
     return this.h.tensorsByName.get(name);
   }
 
+  /**
+   * Record a problem unless `t` (when present) has exactly `want` (trailing dimensions 1;
+   * undefined entries are not checked): ggml asserts when an add, mul or reshape meets
+   * any other shape.
+   */
+  shape(t: GgufTensorInfo | undefined, want: Array<number | undefined>, meaning: string): void {
+    if (!t) return;
+    const dims = Math.max(4, t.shape.length);
+    for (let d = 0; d < dims; d++) {
+      const expected = d < want.length ? want[d] : 1;
+      if (expected !== undefined && (t.shape[d] ?? 1) !== expected) {
+        this.problems.push(`tensor ${t.name} has shape [${t.shape.join(', ')}]: dimension ${d} should be ${expected} (${meaning})`);
+        return;
+      }
+    }
+  }
+
   /** Record a problem unless dimension `dim` of `t` equals `want`. */
   dim(t: GgufTensorInfo | undefined, dim: number, want: number | undefined, meaning: string): void {
     if (!t || want === undefined) return;
@@ -205,8 +241,12 @@ function checkLlavaFamily(h: GgufHeader, type: string, hp: VisionHparams, t: Ten
   const patch = t.get('v.patch_embd.weight');
   t.dim(patch, 2, 3, 'RGB input channels');
   t.dim(patch, 3, E, 'the vision embedding size');
+  t.dim(patch, 0, hp.patchSize, 'the patch size');
+  t.dim(patch, 1, hp.patchSize, 'the patch size');
+  t.shape(t.get('v.patch_embd.bias'), [E], 'the vision embedding size');
   const cls = t.get('v.class_embd');
-  t.dim(cls, 0, E, 'the vision embedding size');
+  t.shape(cls, [E], 'the vision embedding size');
+  for (const n of ['v.pre_ln', 'v.post_ln']) for (const part of ['weight', 'bias']) t.shape(t.get(`${n}.${part}`), [E], 'the vision embedding size');
   const pos = t.require('v.position_embd.weight', 'position embeddings');
   t.dim(pos, 0, E, 'the vision embedding size');
   if (pos && hp.imageSize && hp.patchSize) {
@@ -217,18 +257,29 @@ function checkLlavaFamily(h: GgufHeader, type: string, hp: VisionHparams, t: Ten
     problems.push(`the vision embedding size ${E} is not divisible by the head count ${hp.nHead}`);
   }
 
+  // Attention width: heads x head size, which is the embedding size unless head_dim says otherwise.
+  const A = hp.headDim && hp.nHead ? hp.headDim * hp.nHead : E;
   for (let il = 0; il < ranLayers; il++) {
     const b = `v.blk.${il}`;
-    for (const p of ['attn_q', 'attn_k', 'attn_v']) t.dim(t.require(`${b}.${p}.weight`), 0, E, 'the vision embedding size');
-    t.dim(t.get(`${b}.attn_out.weight`), 1, E, 'the vision embedding size');
+    for (const p of ['attn_q', 'attn_k', 'attn_v']) {
+      t.shape(t.require(`${b}.${p}.weight`), [E, A], 'embedding size x attention width');
+      t.shape(t.get(`${b}.${p}.bias`), [A], 'the attention width');
+    }
+    t.shape(t.get(`${b}.attn_out.weight`), [A, E], 'attention width x embedding size');
+    t.shape(t.get(`${b}.attn_out.bias`), [E], 'the vision embedding size');
+    for (const n of ['ln1', 'ln2']) for (const part of ['weight', 'bias']) t.shape(t.get(`${b}.${n}.${part}`), [E], 'the vision embedding size');
     checkFfnPair(t, b, E, problems);
+    // Biases move with their weights when clip.cpp swaps up and down, so each matches its own.
+    for (const n of ['ffn_up', 'ffn_down', 'ffn_gate']) t.shape(t.get(`${b}.${n}.bias`), [t.get(`${b}.${n}.weight`)?.shape[1]], `the output size of ${b}.${n}.weight`);
+    const gate = t.get(`${b}.ffn_gate.weight`);
+    if (gate) t.shape(gate, [E, t.get(`${b}.ffn_up.weight`)?.shape[1]], 'the shape of ffn_up.weight');
   }
 
   if (type === 'mlp') {
     const m0 = t.require('mm.0.weight', 'the first projector layer');
     const m0b = t.require('mm.0.bias');
     if (!hp.featureLayers?.length) t.dim(m0, 0, E, 'the vision embedding size');
-    t.dim(m0b, 0, m0?.shape[1], 'the output size of mm.0.weight');
+    t.shape(m0b, [m0?.shape[1]], 'the output size of mm.0.weight');
     if (t.get('mm.3.weight')) {
       // clip.cpp switches "mlp" with an mm.3 layer to its normalised variant (Yi-VL style).
       for (const n of ['mm.1.weight', 'mm.1.bias', 'mm.3.bias', 'mm.4.weight', 'mm.4.bias']) t.require(n);
@@ -237,8 +288,8 @@ function checkLlavaFamily(h: GgufHeader, type: string, hp: VisionHparams, t: Ten
     // mm.2 is optional in the graph, but libmtmd reads its shape to size the output.
     const m2 = t.require('mm.2.weight', 'the second projector layer');
     const m2b = t.require('mm.2.bias');
-    t.dim(m2, 0, m0?.shape[1], 'the output size of mm.0.weight');
-    t.dim(m2b, 0, m2?.shape[1], 'the output size of mm.2.weight');
+    t.shape(m2, [m0?.shape[1], undefined], 'the output size of mm.0.weight x the text embedding size');
+    t.shape(m2b, [m2?.shape[1]], 'the output size of mm.2.weight');
     return m2?.shape[1];
   }
 

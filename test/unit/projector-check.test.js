@@ -125,12 +125,16 @@ describe('checkMmprojHeader', () => {
     assert.match(bad('v.blk.0.attn_q.weight', [40, 48]), /attn_q\.weight .*dimension 0 should be 48/);
     assert.match(bad('mm.2.weight', [90, 64]), /mm\.2\.weight .*dimension 0 should be 96/);
     assert.match(bad('v.blk.0.ffn_down.weight', [80, 40]), /do not form an 48 -> n_ff -> 48 feed-forward block/);
-    // Old conversions store ffn_up/ffn_down the other way round; clip.cpp swaps them back.
+    // Old conversions store ffn_up/ffn_down (weights and biases) the other way round; clip.cpp swaps them back.
     const swapped = edited(mmproj, { add: [
       { ...mmproj.tensorsByName.get('v.blk.0.ffn_up.weight'), shape: [80, 48] },
+      { ...mmproj.tensorsByName.get('v.blk.0.ffn_up.bias'), shape: [48] },
       { ...mmproj.tensorsByName.get('v.blk.0.ffn_down.weight'), shape: [48, 80] },
+      { ...mmproj.tensorsByName.get('v.blk.0.ffn_down.bias'), shape: [80] },
     ] });
     assert.deepEqual(checkMmprojHeader(swapped, 64), []);
+    // A bias that does not follow its weight would make ggml assert in the first encode.
+    assert.match(bad('v.blk.0.attn_q.bias', [47]), /attn_q\.bias .*dimension 0 should be 48/);
   });
 
   test('an "mlp" projector with mm.3 is checked as the normalised variant', () => {
