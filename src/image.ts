@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
 import { ImageError, InvalidArgumentError } from './errors.js';
+import { invalid } from './validate.js';
 
 /** Raw pixels, row-major, `channels` bytes per pixel (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA). */
 export interface RawImage {
@@ -28,9 +29,13 @@ export interface RgbImage {
 }
 
 export interface DecodeOptions {
-  /** Refuse images with more pixels than this before decoding them. Defaults to 100 megapixels. */
+  /**
+   * Refuse images with more pixels (width x height, read from the file's header) than this,
+   * before decoding them, so a small file claiming a huge picture cannot exhaust memory.
+   * A positive integer, or `Infinity` for no limit. Defaults to 100 megapixels.
+   */
   maxPixels?: number;
-  /** Colour that transparent pixels are composed onto. Defaults to white. */
+  /** Colour that transparent pixels are composed onto, each channel 0 to 255. Defaults to white. */
   background?: { r: number; g: number; b: number };
   /**
    * Squash to exactly this size (aspect ratio not kept) with antialiased bicubic resampling,
@@ -73,6 +78,20 @@ function sourceFor(input: ImageInput, limitInputPixels: number): Sharp {
   return sharp(raw.data, { raw: { width, height, channels }, limitInputPixels });
 }
 
+const DEFAULT_MAX_PIXELS = 100_000_000;
+
+function checkDecodeOptions(options: DecodeOptions): { maxPixels: number; background: { r: number; g: number; b: number } } {
+  if (options === null || typeof options !== 'object') throw invalid('an object', 'image options', options);
+  const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
+  if (maxPixels !== Infinity && !(Number.isSafeInteger(maxPixels) && maxPixels > 0)) throw invalid('positive integer or Infinity', 'maxPixels', maxPixels);
+  const background = options.background ?? { r: 255, g: 255, b: 255 };
+  const channel = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 255;
+  if (background === null || typeof background !== 'object' || !channel(background.r) || !channel(background.g) || !channel(background.b)) {
+    throw invalid('{ r, g, b } with each channel a number from 0 to 255', 'background', background);
+  }
+  return { maxPixels, background };
+}
+
 /**
  * Decodes any {@link ImageInput} into upright RGB: EXIF orientation applied, alpha composed
  * onto `background`, colour converted to sRGB, 8 bits per channel. Animated images give
@@ -80,8 +99,7 @@ function sourceFor(input: ImageInput, limitInputPixels: number): Sharp {
  * @throws ImageError `ERR_IMAGE_DECODE` when the input is not a readable image.
  */
 export async function decodeImage(input: ImageInput, options: DecodeOptions = {}): Promise<RgbImage> {
-  const maxPixels = options.maxPixels ?? 100_000_000;
-  const background = options.background ?? { r: 255, g: 255, b: 255 };
+  const { maxPixels, background } = checkDecodeOptions(options);
   if (typeof input === 'string') {
     const info = await stat(input).catch((err: NodeJS.ErrnoException) => {
       throw new ImageError('ERR_IMAGE_DECODE', err.code === 'ENOENT' ? `Image file not found: ${input}` : `Cannot read image file ${input}: ${err.message}`, { cause: err });
@@ -89,9 +107,11 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
     if (!info.isFile()) throw new ImageError('ERR_IMAGE_DECODE', `Image path is not a file: ${input}`);
     if (info.size === 0) throw new ImageError('ERR_IMAGE_DECODE', `Image file is empty (0 bytes): ${input}`);
   }
+  // sharp takes 0 to mean "no limit".
+  const limit = maxPixels === Infinity ? 0 : maxPixels;
   try {
     // sharp orients before it resizes, whatever the call order, so one pass does it all.
-    let pipeline = sourceFor(input, maxPixels).rotate().flatten({ background });
+    let pipeline = sourceFor(input, limit).rotate().flatten({ background });
     if (options.resize) pipeline = pipeline.resize(options.resize.width, options.resize.height, { fit: 'fill', kernel: 'cubic' });
     const { data, info } = await pipeline
       .toColourspace('srgb')

@@ -15,7 +15,7 @@ import { binding, type NativeModel } from './native/binding.js';
 import { checkBlip2Header } from './blip2-check.js';
 import { checkMmprojHeader, checkTextModelHeader } from './projector-check.js';
 import { Session, type SessionOptions } from './session.js';
-import { checkKeys, optBoolean, optFunction, optInteger, optSignal, requireString } from './validate.js';
+import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, requireString } from './validate.js';
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -260,6 +260,7 @@ export class Model {
   async tokenize(text: string, options: TokenizeOptions = {}): Promise<Int32Array> {
     const o = checkKeys(options, ['special', 'addBos'], 'tokenize options');
     if (typeof text !== 'string') throw new InvalidArgumentError(`Expected string for text but received ${typeof text}`);
+    checkWellFormed(text, 'text');
     const special = optBoolean(o, 'special', false);
     const addBos = optBoolean(o, 'addBos', false);
     using _hold = this.#guard.hold();

@@ -7,6 +7,7 @@
  * The rules mirror tools/mtmd/clip.cpp and models/llava.cpp of the llama.cpp we build.
  */
 import { KeyChecker } from './gguf/key-checks.js';
+import { KNOWN_ARCHITECTURES } from './llm-architectures.js';
 import { checkLlmHparams } from './llm-hparams-check.js';
 import { checkGraphRules, checkYasa2Grid, layerWithoutAttention } from './mtmd-graph-rules.js';
 import { checkTensorTypes } from './tensor-type-check.js';
@@ -53,6 +54,12 @@ export function checkTextModelHeader(h: GgufHeader): string[] {
   }
   if (getString(h, 'general.type') === 'adapter') {
     return [`this is a LoRA adapter (architecture ${arch}), not a model`];
+  }
+  if (arch === 'blip2') {
+    return ['this looks like a BLIP-2 projector, not a text model: pass it as the projector and the language model as the model'];
+  }
+  if (!KNOWN_ARCHITECTURES.has(arch)) {
+    return [`unknown model architecture "${arch.slice(0, 60)}": it is not one of the ${KNOWN_ARCHITECTURES.size} architectures this build of llama.cpp supports (llama, qwen2, gemma3, ...); the model may need a newer minigpt-node, or the file is corrupt`];
   }
   const keys = new KeyChecker(h);
   const why = ': the file is incomplete or not a language model';

@@ -97,6 +97,7 @@ function validateStreamOptions(options: StreamOptions) {
   const o = checkKeys(options, streamKeys, 'stream options');
   const stop = o.stop;
   if (stop !== undefined && (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string'))) throw invalid('array of strings', 'stop', stop);
+  (stop as string[] | undefined)?.forEach((s, i) => checkWellFormed(s, `stop[${i}]`));
   return {
     native: {
       maxTokens: optInteger(o, 'maxTokens', 0, 1_000_000, 256),
@@ -139,6 +140,7 @@ export class Session {
     const threads = optInteger(o, 'threads', 1, 1024, model.defaults.threads);
     const batchSize = optInteger(o, 'batchSize', 32, 1 << 16, 512);
     this.#systemPrompt = optString(o, 'systemPrompt');
+    if (this.#systemPrompt !== undefined) checkWellFormed(this.#systemPrompt, 'systemPrompt');
     const template = optString(o, 'template') ?? 'auto';
     const projectorTemplate = model.info.promptTemplate ?? undefined;
     this.#template = null;
