@@ -14,12 +14,12 @@ struct BatchOwner {
   explicit BatchOwner(int32_t n) : batch(llama_batch_init(n, 0, 1)) {}
   ~BatchOwner() { llama_batch_free(batch); }
   void Clear() { batch.n_tokens = 0; }
-  void Add(llama_token t, llama_pos pos, bool logits) {
+  void Add(llama_token t, llama_pos pos, llama_seq_id seq, bool logits) {
     int32_t i = batch.n_tokens++;
     batch.token[i] = t;
     batch.pos[i] = pos;
     batch.n_seq_id[i] = 1;
-    batch.seq_id[i][0] = 0;
+    batch.seq_id[i][0] = seq;
     batch.logits[i] = logits;
   }
 };
@@ -99,18 +99,18 @@ void GenerationCore::Run() {
   SessionState& s = *session;
   std::unique_lock<std::mutex> session_lock(s.mu);
   LogErrorScope log;
-  s.abort_target = &abort;
-  struct ClearAbortTarget {
-    SessionState& s;
-    ~ClearAbortTarget() { s.abort_target = nullptr; }
-  } clear_target{s};
 
   llama_pos committed = -1;  // n_past known to match history, for recovery after a failed decode
+  // Cuts the sequence back to what `history` says it holds, after a failed or aborted decode.
+  auto restore = [&] {
+    if (!s.pool || committed < 0) return;  // failed before the sequence was touched
+    ContextPool::Exclusive ex(*s.pool, nullptr);
+    if (!llama_memory_seq_rm(llama_get_memory(ex.ctx()), s.seq, committed, -1)) s.Reset();
+  };
   try {
-    llama_context* ctx = s.Context();
+    ContextPool& pool = s.Pool();
+    const llama_seq_id seq = s.seq;
     const llama_vocab* vocab = s.model->vocab;
-    const uint32_t n_ctx = llama_n_ctx(ctx);
-    const int32_t n_batch = int32_t(llama_n_batch(ctx));
 
     std::vector<SequenceItem> items;
     const int32_t n_embd_inp = llama_model_n_embd_inp(s.model->model.get());
@@ -131,25 +131,39 @@ void GenerationCore::Run() {
     if (items.back().block) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt ends with an image; put some text after it");
     llama_pos total = 0;
     for (const auto& it : items) total += it.n_pos();
-    if (uint64_t(total) >= n_ctx)
-      throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +
-                                                    std::to_string(n_ctx) + "; create the session with a larger contextSize or shorten the prompt");
 
-    // Reuse the longest common prefix with what the context already holds.
+    SamplerPtr sampler = MakeSampler(request.sampling, vocab);
+    llama_token token = -1;  // the first generated token, sampled right after the prompt
+    uint32_t n_ctx = 0;
+    // The prompt goes in one batch-sized piece at a time, each with the context to itself; between
+    // pieces, the decode steps of the pool's other sessions get their turn.
     size_t k = 0;
-    llama_pos pos = 0;
-    while (k < items.size() && k < s.history.size() && items[k] == s.history[k]) pos += items[k++].n_pos();
-    if (k == items.size()) pos -= items[--k].n_pos();  // the last item must be evaluated again for fresh logits
-    llama_memory_t mem = llama_get_memory(ctx);
-    if (!llama_memory_seq_rm(mem, 0, pos, -1)) {  // e.g. recurrent models cannot cut their state
-      llama_memory_clear(mem, true);
-      k = 0;
-      pos = 0;
-    }
-    s.history.resize(k);
-    s.n_past = pos;
-    committed = pos;
+    int32_t n_batch = 0;
     {
+      ContextPool::Exclusive ex(pool, &abort);
+      llama_context* ctx = ex.ctx();
+      n_ctx = pool.n_ctx_seq();
+      n_batch = int32_t(llama_n_batch(ctx));
+      {
+        std::lock_guard<std::mutex> lock(s.stats_mu);
+        s.stats_n_ctx = n_ctx;
+      }
+      if (uint64_t(total) >= n_ctx)
+        throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +
+                                                      std::to_string(n_ctx) + "; create the session with a larger contextSize or shorten the prompt");
+      // Reuse the longest common prefix with what the sequence already holds.
+      llama_pos pos = 0;
+      while (k < items.size() && k < s.history.size() && items[k] == s.history[k]) pos += items[k++].n_pos();
+      if (k == items.size()) pos -= items[--k].n_pos();  // the last item must be evaluated again for fresh logits
+      llama_memory_t mem = llama_get_memory(ctx);
+      if (!llama_memory_seq_rm(mem, seq, pos, -1)) {  // e.g. recurrent models cannot cut their state
+        llama_memory_seq_rm(mem, seq, -1, -1);
+        k = 0;
+        pos = 0;
+      }
+      s.history.resize(k);
+      s.n_past = pos;
+      committed = pos;
       std::lock_guard<std::mutex> lock(s.stats_mu);
       s.stats.prompt_tokens = uint64_t(total);
       s.stats.reused_tokens = uint64_t(pos);
@@ -161,38 +175,40 @@ void GenerationCore::Run() {
     BatchOwner batch(n_batch);
     for (size_t i = k; i < items.size();) {
       if (abort.load()) throw Aborted();
+      ContextPool::Exclusive ex(pool, &abort);
+      llama_context* ctx = ex.ctx();
       if (items[i].block) {
         llama_pos next = s.n_past;
-        CheckDecode(items[i].block->Decode(ctx, s.n_past, 0, n_batch, &next), log, abort);
+        CheckDecode(items[i].block->Decode(ctx, s.n_past, seq, n_batch, &next), log, abort);
         s.history.push_back(items[i]);
         s.n_past = next;
         committed = next;
         ++i;
-        continue;
+        continue;  // a prompt never ends with an image, so no logits are needed here
       }
       batch.Clear();
       size_t j = i;
       for (; j < items.size() && !items[j].block && batch.batch.n_tokens < n_batch; ++j)
-        batch.Add(items[j].token, s.n_past + llama_pos(j - i), j + 1 == items.size());
+        batch.Add(items[j].token, s.n_past + llama_pos(j - i), seq, j + 1 == items.size());
       CheckDecode(llama_decode(ctx, batch.batch), log, abort);
       s.history.insert(s.history.end(), items.begin() + long(i), items.begin() + long(j));
       s.n_past += llama_pos(j - i);
       committed = s.n_past;
       i = j;
+      // The logits are this session's only while it holds the context.
+      if (i == items.size() && request.max_tokens > 0) token = llama_sampler_sample(sampler.get(), ctx, -1);
     }
     {
       std::lock_guard<std::mutex> lock(s.stats_mu);
       s.stats_n_past = s.n_past;
     }
 
-    SamplerPtr sampler = MakeSampler(request.sampling, vocab);
     std::string pending;  // bytes of a character not yet complete
     uint32_t generated = 0;
     std::string reason;
     for (;;) {
       if (abort.load()) { reason = "abort"; break; }
       if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
-      llama_token token = llama_sampler_sample(sampler.get(), ctx, -1);
       if (llama_vocab_is_eog(vocab, token)) { reason = "eos"; break; }
       ++generated;
       pending += TokenPiece(vocab, token, false);
@@ -206,16 +222,18 @@ void GenerationCore::Run() {
       }
       if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
       if (uint32_t(s.n_past) + 1 >= n_ctx) { reason = "contextFull"; break; }
-      batch.Clear();
-      batch.Add(token, s.n_past, true);
+      ContextPool::Step step{token, s.n_past, seq, sampler.get(), &abort};
+      pool.Run(step);
+      if (step.aborted) { reason = "abort"; break; }
       try {
-        CheckDecode(llama_decode(ctx, batch.batch), log, abort);
+        CheckDecode(step.rc, log, abort);
       } catch (const Aborted&) {
         reason = "abort";
         break;
       }
       s.history.push_back({token, nullptr});
       committed = ++s.n_past;
+      token = step.next;
       {
         std::lock_guard<std::mutex> lock(s.stats_mu);
         s.stats_n_past = s.n_past;
@@ -226,13 +244,12 @@ void GenerationCore::Run() {
     Finish(reason);
     return;
   } catch (const Aborted&) {
-    // Drop the partly evaluated batch so the context matches `history` again.
-    if (s.ctx && committed >= 0 && !llama_memory_seq_rm(llama_get_memory(s.ctx.get()), 0, committed, -1)) s.Reset();
+    restore();  // drop the partly evaluated batch so the sequence matches `history` again
     session_lock.unlock();
     Finish("abort");
     return;
   } catch (const NativeError& e) {
-    if (s.ctx && committed >= 0 && !llama_memory_seq_rm(llama_get_memory(s.ctx.get()), 0, committed, -1)) s.Reset();
+    restore();
     session_lock.unlock();
     Finish("error", e.code(), e.what());
   } catch (const std::exception& e) {

@@ -62,6 +62,7 @@ std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const 
                                               const std::function<void(float)>& progress) {
   LogErrorScope log;
   auto state = std::make_shared<ModelState>();
+  state->pools = std::make_shared<ContextPools>();
   state->threads = options.threads;
   state->path = options.path;
   state->projector_path = options.projector_path;
@@ -242,7 +243,7 @@ Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo& info) {
       });
 }
 
-// createSession({ contextSize, batchSize, threads }): NativeSession (its context is made lazily, off the JS thread)
+// createSession({ contextSize, batchSize, threads, parallel }): NativeSession (its context is made lazily, off the JS thread)
 Napi::Value NativeModel::CreateSession(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto state = State(env);
@@ -253,6 +254,7 @@ Napi::Value NativeModel::CreateSession(const Napi::CallbackInfo& info) {
     if (o.Get("contextSize").IsNumber()) opts.context_size = o.Get("contextSize").As<Napi::Number>().Uint32Value();
     if (o.Get("batchSize").IsNumber()) opts.batch_size = o.Get("batchSize").As<Napi::Number>().Uint32Value();
     if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+    if (o.Get("parallel").IsNumber()) opts.parallel = std::max<uint32_t>(1, o.Get("parallel").As<Napi::Number>().Uint32Value());
   }
   if (opts.threads <= 0) opts.threads = state->threads;
   return NativeSession::Wrap(env, state, opts);

@@ -13,6 +13,8 @@
 
 namespace minigpt {
 
+class ContextPools;
+
 struct ModelState {
   std::shared_ptr<llama_model> model;  // shared with the projector, which keeps a pointer to it
   const llama_vocab* vocab = nullptr;
@@ -20,6 +22,7 @@ struct ModelState {
   int threads = 4;
   std::string path;
   std::string projector_path;
+  std::shared_ptr<ContextPools> pools;  // the sessions' contexts, shared in groups of `parallel`
 };
 
 // Text <-> tokens for `vocab`; thread-safe (the vocabulary is read-only).

@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "addon.h"
 #include "embedding.h"
@@ -10,37 +11,19 @@
 
 namespace minigpt {
 
-namespace {
-bool AbortRequested(void* data) {
-  auto* state = static_cast<SessionState*>(data);
-  return state->abort_target && state->abort_target->load();
+SessionState::~SessionState() {
+  if (pool) pool->Release(seq);
 }
-}  // namespace
 
-llama_context* SessionState::Context() {
-  if (ctx) return ctx.get();
-  LogErrorScope log;
-  llama_context_params p = llama_context_default_params();
-  const uint32_t train = uint32_t(std::max(1, llama_model_n_ctx_train(model->model.get())));
-  p.n_ctx = options.context_size ? options.context_size : std::min<uint32_t>(train, 4096);
-  p.n_batch = std::max<uint32_t>(options.batch_size, 32);
-  // Images from non-causal projectors must fit in one micro-batch; llama.cpp's default is 512.
-  p.n_ubatch = std::min<uint32_t>(p.n_batch, 512);
-  p.n_seq_max = 1;
-  p.n_threads = options.threads;
-  p.n_threads_batch = options.threads;
-  p.abort_callback = AbortRequested;
-  p.abort_callback_data = this;
-  p.no_perf = true;
-  ctx.reset(llama_init_from_model(model->model.get(), p));
-  if (!ctx) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
-  std::lock_guard<std::mutex> lock(stats_mu);
-  stats_n_ctx = llama_n_ctx(ctx.get());
-  return ctx.get();
+ContextPool& SessionState::Pool() {
+  if (!pool) {
+    PoolKey key{options.context_size, options.batch_size, options.threads, std::max<uint32_t>(options.parallel, 1)};
+    std::tie(pool, seq) = model->pools->Acquire(model, key);
+  }
+  return *pool;
 }
 
 void SessionState::Reset() {
-  if (ctx) llama_memory_clear(llama_get_memory(ctx.get()), true);
   history.clear();
   n_past = 0;
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "context_pool.h"
 #include "handles.h"
 #include "model.h"
 
@@ -19,6 +20,7 @@ struct SessionOptions {
   uint32_t context_size = 0;  // 0: min(training context, 4096)
   uint32_t batch_size = 512;
   int threads = 0;
+  uint32_t parallel = 1;  // sessions per shared context (the model's parallelSessions)
 };
 
 // One entry of the evaluated sequence: a token, or a block of image embeddings.
@@ -47,18 +49,20 @@ struct SessionStats {
 struct SessionState {
   std::shared_ptr<ModelState> model;
   SessionOptions options;
-  std::mutex mu;  // one generation at a time touches ctx/history
-  ContextPtr ctx;
-  std::vector<SequenceItem> history;  // what the context's sequence 0 holds
+  std::mutex mu;  // one generation at a time touches pool/seq/history
+  std::shared_ptr<ContextPool> pool;  // null until the first generation
+  llama_seq_id seq = -1;              // this session's sequence in pool's context
+  std::vector<SequenceItem> history;  // what that sequence holds
   llama_pos n_past = 0;
   std::mutex stats_mu;  // stats and n_past, read by JS while a generation runs
   SessionStats stats;
   llama_pos stats_n_past = 0;
-  uint32_t stats_n_ctx = 0;  // the context's real size (llama.cpp rounds it up), once created
-  std::atomic<bool>* abort_target = nullptr;  // polled by llama_decode's abort callback
+  uint32_t stats_n_ctx = 0;  // the sequence's real size (llama.cpp rounds it up), once created
 
-  // Creates the llama_context on first use (on the generation thread, never the JS one).
-  llama_context* Context();
+  ~SessionState();
+  // Takes a sequence of a pool on first use (on the generation thread, never the JS one).
+  ContextPool& Pool();
+  // Forgets the conversation; the sequence's cache is cut at the next evaluation.
   void Reset();
 };
 

@@ -34,6 +34,15 @@ export interface LoadModelOptions {
    * The projector goes to the GPU whenever any layer does. Defaults to 0 (CPU).
    */
   gpuLayers?: number | 'auto' | 'max';
+  /**
+   * How many sessions share one llama.cpp context (each its own sequence of it). Sessions that
+   * share a context and generate at the same moment are decoded together, one batch per token
+   * for all of them, so N streams cost far less than N times one. The context is allocated for
+   * all N sessions (N x contextSize tokens of KV cache) when the first of them starts; the
+   * (N+1)th session opens a new context. Only sessions with the same contextSize, batchSize and
+   * threads share. Defaults to 1 (a context per session).
+   */
+  parallelSessions?: number;
   /** Memory-map the weights (fast, shared page cache). Defaults to `true`. */
   useMmap?: boolean;
   /** Called with load progress in (0, 1], increasing. If it throws, loading is aborted with that error as `cause`. */
@@ -74,7 +83,7 @@ export interface ModelInfo {
   gpuLayers: number;
 }
 
-const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'useMmap', 'onProgress', 'signal'] as const;
+const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal'] as const;
 
 async function checkFile(path: string, what: string, code: 'ERR_MODEL_LOAD' | 'ERR_PROJECTOR_LOAD'): Promise<GgufHeader> {
   const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
@@ -114,6 +123,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const threads = optInteger(o, 'threads', 1, 1024, Math.max(1, Math.min(8, availableParallelism())));
   const contextSize = optInteger(o, 'contextSize', 16, 1 << 24);
   const gpuLayersOption = resolveGpuLayers(o.gpuLayers);
+  const parallelSessions = optInteger(o, 'parallelSessions', 1, 256, 1);
   const useMmap = optBoolean(o, 'useMmap', true);
   const onProgress = optFunction<(p: number) => void>(o, 'onProgress');
   const signal = optSignal(o);
@@ -143,7 +153,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
       ? fitGpuLayers({
           model: header,
           projector: projectorHeader,
-          contextSize: contextSize ?? Math.min(4096, getNumber(header, `${getString(header, 'general.architecture') ?? ''}.context_length`) ?? 4096),
+          contextSize: parallelSessions * (contextSize ?? Math.min(4096, getNumber(header, `${getString(header, 'general.architecture') ?? ''}.context_length`) ?? 4096)),
           devices: addon.systemInfo().devices,
         }).gpuLayers
       : gpuLayersOption;
@@ -175,6 +185,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
     return new Model(native, {
       threads,
       contextSize,
+      parallelSessions,
       projectorType: blip2 ? 'blip2' : projectorHeader ? getString(projectorHeader, 'clip.projector_type') ?? null : null,
       promptTemplate: blip2 ? getString(projectorHeader!, 'blip2.prompt_template') ?? null : null,
       // BLIP-2's eval preprocessing squashes every picture to the ViT's input size first.
@@ -182,8 +193,12 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
       gpuLayers: addon.systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? gpuLayers : 0,
     });
   } catch (err) {
+    // The native load may notice the flag raised by a throwing onProgress first: name the cause.
+    if (callbackError !== undefined) {
+      if (err instanceof AbortedError && err.cause === callbackError) throw err;
+      throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
+    }
     if (err instanceof AbortedError) throw err;
-    if (callbackError !== undefined) throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
     if (signal?.aborted) throw new AbortedError('Model load aborted', { cause: signal.reason });
     throw err;
   } finally {
@@ -213,16 +228,16 @@ export class Model {
   #info: ModelInfo;
   #resizeTo: number | undefined;
   /** @internal */
-  readonly defaults: { threads: number; contextSize?: number };
+  readonly defaults: { threads: number; contextSize?: number; parallelSessions: number };
 
   /** @internal */
   constructor(
     native: NativeModel,
-    extra: { threads: number; contextSize?: number; projectorType: string | null; promptTemplate: string | null; resizeTo?: number; gpuLayers: number },
+    extra: { threads: number; contextSize?: number; parallelSessions: number; projectorType: string | null; promptTemplate: string | null; resizeTo?: number; gpuLayers: number },
   ) {
     this.#native = native;
     this.#resizeTo = extra.resizeTo;
-    this.defaults = { threads: extra.threads, contextSize: extra.contextSize };
+    this.defaults = { threads: extra.threads, contextSize: extra.contextSize, parallelSessions: extra.parallelSessions };
     const n = native.info();
     this.#info = Object.freeze({
       architecture: n.architecture ?? 'unknown',

@@ -155,7 +155,7 @@ export class Session {
     } else this.#template = template;
     this.#model = model;
     this.#detach = detach;
-    this.#native = nativeModel.createSession({ contextSize: contextSize || undefined, batchSize, threads });
+    this.#native = nativeModel.createSession({ contextSize: contextSize || undefined, batchSize, threads, parallel: model.defaults.parallelSessions });
   }
 
   /** Counters of the last request and of the session's life. */

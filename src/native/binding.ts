@@ -93,7 +93,7 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Promise<Int32Array>;
   detokenize(tokens: Int32Array, special: boolean): Promise<string>;
   encodeImage(rgb: Uint8Array, width: number, height: number): Promise<NativeEmbedding>;
-  createSession(options: { contextSize?: number; batchSize?: number; threads?: number }): NativeSession;
+  createSession(options: { contextSize?: number; batchSize?: number; threads?: number; parallel?: number }): NativeSession;
   dispose(): void;
 }
 

@@ -1,0 +1,175 @@
+#include "context_pool.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "errors.h"
+#include "log.h"
+
+namespace minigpt {
+
+ContextPool::ContextPool(std::shared_ptr<ModelState> model, PoolKey key)
+    : model_(std::move(model)), key_(key), taken_(std::max<uint32_t>(key.parallel, 1), false) {}
+
+llama_seq_id ContextPool::TryAcquire() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < taken_.size(); ++i) {
+    if (!taken_[i]) {
+      taken_[i] = true;
+      return llama_seq_id(i);
+    }
+  }
+  // A released sequence not cleared yet: its new owner starts with an empty history, so its
+  // first prompt evaluation removes everything the sequence held.
+  if (!to_clear_.empty()) {
+    llama_seq_id seq = to_clear_.back();
+    to_clear_.pop_back();
+    return seq;
+  }
+  return -1;
+}
+
+void ContextPool::Release(llama_seq_id seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Cleared by the next thread that holds the context: the releasing thread may be the JS one.
+  to_clear_.push_back(seq);
+}
+
+bool ContextPool::AbortRequested(void* data) {
+  std::atomic<bool>* target = static_cast<ContextPool*>(data)->abort_target_.load();
+  return target != nullptr && target->load();
+}
+
+llama_context* ContextPool::CreateLocked() {
+  if (ctx_) return ctx_.get();
+  LogErrorScope log;
+  llama_context_params p = llama_context_default_params();
+  const uint32_t train = uint32_t(std::max(1, llama_model_n_ctx_train(model_->model.get())));
+  const uint32_t per_seq = key_.n_ctx_seq ? key_.n_ctx_seq : std::min<uint32_t>(train, 4096);
+  const uint32_t n_seq = uint32_t(taken_.size());
+  p.n_ctx = per_seq * n_seq;
+  p.n_seq_max = n_seq;
+  p.kv_unified = false;  // each session gets its own n_ctx / n_seq cells
+  p.n_batch = std::max<uint32_t>(std::max<uint32_t>(key_.n_batch, 32), n_seq);
+  // Images from non-causal projectors must fit in one micro-batch; llama.cpp's default is 512.
+  p.n_ubatch = std::min<uint32_t>(p.n_batch, 512);
+  p.n_threads = key_.threads;
+  p.n_threads_batch = key_.threads;
+  p.abort_callback = AbortRequested;
+  p.abort_callback_data = this;
+  p.no_perf = true;
+  ctx_.reset(llama_init_from_model(model_->model.get(), p));
+  if (!ctx_) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
+  std::lock_guard<std::mutex> lock(mu_);
+  n_ctx_seq_ = llama_n_ctx_seq(ctx_.get());
+  return ctx_.get();
+}
+
+uint32_t ContextPool::n_ctx_seq() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return n_ctx_seq_;
+}
+
+void ContextPool::ClearReleasedLocked(llama_context* ctx) {
+  // mu_ held, busy_ held by this thread.
+  for (llama_seq_id seq : to_clear_) {
+    llama_memory_seq_rm(llama_get_memory(ctx), seq, -1, -1);
+    taken_[size_t(seq)] = false;
+  }
+  to_clear_.clear();
+}
+
+ContextPool::Exclusive::Exclusive(ContextPool& pool, std::atomic<bool>* abort) : pool_(pool) {
+  std::unique_lock<std::mutex> lock(pool_.mu_);
+  // Turns alternate with the batched decode steps, so neither a long prompt nor a crowd of
+  // generating sessions keeps the other waiting for more than one turn.
+  ++pool_.exclusive_waiting_;
+  pool_.cv_.wait(lock, [&] { return !pool_.busy_ && (pool_.waiting_.empty() || pool_.batch_went_last_); });
+  --pool_.exclusive_waiting_;
+  pool_.busy_ = true;
+  pool_.batch_went_last_ = false;
+  pool_.abort_target_.store(abort);
+}
+
+ContextPool::Exclusive::~Exclusive() {
+  {
+    std::lock_guard<std::mutex> lock(pool_.mu_);
+    pool_.abort_target_.store(nullptr);
+    if (pool_.ctx_) pool_.ClearReleasedLocked(pool_.ctx_.get());
+    pool_.busy_ = false;
+  }
+  pool_.cv_.notify_all();
+}
+
+llama_context* ContextPool::Exclusive::ctx() {
+  llama_context* ctx = pool_.CreateLocked();  // busy_ is ours: nobody else touches ctx_
+  std::lock_guard<std::mutex> lock(pool_.mu_);
+  pool_.ClearReleasedLocked(ctx);
+  return ctx;
+}
+
+void ContextPool::DecodeBatch(std::vector<Step*>& steps) {
+  llama_context* ctx = ctx_.get();
+  llama_batch batch = llama_batch_init(int32_t(steps.size()), 0, 1);
+  for (Step* s : steps) {
+    const int32_t i = batch.n_tokens++;
+    batch.token[i] = s->token;
+    batch.pos[i] = s->pos;
+    batch.n_seq_id[i] = 1;
+    batch.seq_id[i][0] = s->seq;
+    batch.logits[i] = true;
+  }
+  const int32_t rc = llama_decode(ctx, batch);
+  llama_batch_free(batch);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    steps[i]->rc = rc;
+    if (rc == 0) steps[i]->next = llama_sampler_sample(steps[i]->sampler, ctx, int32_t(i));
+  }
+}
+
+void ContextPool::Run(Step& step) {
+  std::unique_lock<std::mutex> lock(mu_);
+  waiting_.push_back(&step);
+  cv_.notify_all();
+  for (;;) {
+    if (step.done) return;
+    const bool queued = std::find(waiting_.begin(), waiting_.end(), &step) != waiting_.end();
+    if (queued && step.abort && step.abort->load()) {
+      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), &step));
+      step.aborted = true;
+      return;
+    }
+    if (queued && !busy_ && (exclusive_waiting_ == 0 || !batch_went_last_)) {
+      // Lead: take every step waiting now into one batch.
+      busy_ = true;
+      std::vector<Step*> batch;
+      batch.swap(waiting_);
+      if (ctx_) ClearReleasedLocked(ctx_.get());
+      lock.unlock();
+      DecodeBatch(batch);
+      lock.lock();
+      for (Step* s : batch) s->done = true;
+      busy_ = false;
+      batch_went_last_ = true;
+      cv_.notify_all();
+      continue;
+    }
+    // A step waits for the batch in flight (or a prompt) to end; it wakes to check its abort flag.
+    cv_.wait_for(lock, std::chrono::milliseconds(20));
+  }
+}
+
+std::pair<std::shared_ptr<ContextPool>, llama_seq_id> ContextPools::Acquire(const std::shared_ptr<ModelState>& model, const PoolKey& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pools_.erase(std::remove_if(pools_.begin(), pools_.end(), [](const std::weak_ptr<ContextPool>& w) { return w.expired(); }), pools_.end());
+  for (const auto& weak : pools_) {
+    if (auto pool = weak.lock(); pool && pool->key() == key) {
+      if (llama_seq_id seq = pool->TryAcquire(); seq >= 0) return {pool, seq};
+    }
+  }
+  auto pool = std::make_shared<ContextPool>(model, key);
+  pools_.push_back(pool);
+  return {pool, pool->TryAcquire()};
+}
+
+}  // namespace minigpt

@@ -1,0 +1,105 @@
+// Sessions of one model share llama_contexts in groups of `parallel` sequences (the model's
+// parallelSessions; 1 gives every session a context of its own). Each session owns one
+// sequence of a pool. A prompt is evaluated with the pool to itself; the one-token decode steps
+// of every session generating at that moment go into one batch, so 16 streams cost little
+// more than one. Only the thread decoding touches the context.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "handles.h"
+#include "model.h"
+
+namespace minigpt {
+
+struct PoolKey {
+  uint32_t n_ctx_seq = 0;  // requested tokens per session (0: min(training context, 4096))
+  uint32_t n_batch = 512;
+  int threads = 0;
+  uint32_t parallel = 1;
+  bool operator==(const PoolKey& o) const {
+    return n_ctx_seq == o.n_ctx_seq && n_batch == o.n_batch && threads == o.threads && parallel == o.parallel;
+  }
+};
+
+class ContextPool {
+ public:
+  ContextPool(std::shared_ptr<ModelState> model, PoolKey key);
+
+  const PoolKey& key() const { return key_; }
+
+  // A free sequence id, or -1 when all are taken. Any thread.
+  llama_seq_id TryAcquire();
+  // Gives a sequence back; its cache is cleared before anyone else gets it. Never blocks.
+  void Release(llama_seq_id seq);
+
+  // Holds the pool's context for one thread at a time (prompt evaluation, sampling right after).
+  class Exclusive {
+   public:
+    Exclusive(ContextPool& pool, std::atomic<bool>* abort);
+    ~Exclusive();
+    Exclusive(const Exclusive&) = delete;
+    Exclusive& operator=(const Exclusive&) = delete;
+    // Creates the context on first use; throws NativeError(ERR_CONTEXT_CREATE).
+    llama_context* ctx();
+
+   private:
+    ContextPool& pool_;
+  };
+
+  struct Step {
+    llama_token token;          // to evaluate
+    llama_pos pos;
+    llama_seq_id seq;
+    llama_sampler* sampler;     // samples the next token from this step's logits
+    std::atomic<bool>* abort;   // a waiting step gives up when this is raised
+    // results
+    int32_t rc = 0;             // llama_decode's code for the batch
+    llama_token next = -1;
+    bool aborted = false;
+    bool done = false;
+  };
+  // Evaluates step.token for step.seq together with the steps of other sessions waiting at the
+  // same time, and samples each one's next token. Blocks until done or aborted.
+  void Run(Step& step);
+
+  uint32_t n_ctx_seq();  // the real per-sequence size (llama.cpp rounds up); 0 before creation
+
+ private:
+  llama_context* CreateLocked();  // with busy_ held
+  void ClearReleasedLocked(llama_context* ctx);
+  void DecodeBatch(std::vector<Step*>& steps);
+  static bool AbortRequested(void* data);
+
+  std::shared_ptr<ModelState> model_;
+  PoolKey key_;
+  ContextPtr ctx_;
+  uint32_t n_ctx_seq_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool busy_ = false;                      // a thread is using the context
+  std::vector<bool> taken_;                // per sequence id
+  std::vector<llama_seq_id> to_clear_;     // released, cache not yet cleared
+  std::vector<Step*> waiting_;             // decode steps for the next batch
+  int exclusive_waiting_ = 0;              // threads waiting for an Exclusive turn
+  bool batch_went_last_ = false;           // the last turn was a batch of decode steps
+  std::atomic<std::atomic<bool>*> abort_target_{nullptr};  // polled during a prompt's decode
+};
+
+// The pools of a model, found or created for a session's options.
+class ContextPools {
+ public:
+  // A pool with a free sequence for `key`, and that sequence.
+  std::pair<std::shared_ptr<ContextPool>, llama_seq_id> Acquire(const std::shared_ptr<ModelState>& model, const PoolKey& key);
+
+ private:
+  std::mutex mu_;
+  std::vector<std::weak_ptr<ContextPool>> pools_;
+};
+
+}  // namespace minigpt

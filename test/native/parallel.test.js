@@ -1,0 +1,122 @@
+// Sessions sharing one context (loadModel({ parallelSessions })): streams running at the same
+// time are decoded in one batch per token. Every greedy output must equal the same prompt run
+// alone on a model whose sessions each own a context, and no stream may fall behind the others.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { loadModel } from '../../dist/index.js';
+import { collect, makeFixtures } from '../helpers.js';
+
+const N = 16;
+const greedy = { temperature: 0, maxTokens: 32 };
+let fx, shared, alone, image, imageOther, imageAlone, imageOtherAlone;
+
+const prompts = Array.from({ length: N }, (_, i) => `Question ${i}: ${['why', 'how', 'what', 'where'][i % 4]} ${'is it '.repeat(i % 5)}so?`);
+const contentOf = (i, img, other) => (i % 4 === 1 ? [img, prompts[i]] : i % 4 === 3 ? [prompts[i], other, 'and this?'] : prompts[i]);
+const expected = [];
+
+before(async () => {
+  fx = await makeFixtures();
+  shared = await loadModel({ model: fx.model, projector: fx.projector, threads: 2, contextSize: 512, parallelSessions: N });
+  alone = await loadModel({ model: fx.model, projector: fx.projector, threads: 2, contextSize: 512 });
+  [image, imageOther] = [await shared.encodeImage(fx.images.png), await shared.encodeImage(fx.images.pngOther)];
+  [imageAlone, imageOtherAlone] = [await alone.encodeImage(fx.images.png), await alone.encodeImage(fx.images.pngOther)];
+  for (let i = 0; i < N; i++) {
+    const session = alone.createSession();
+    expected.push((await collect(session.stream(contentOf(i, imageAlone, imageOtherAlone), greedy))).tokens);
+    await session.dispose();
+  }
+});
+after(async () => {
+  await shared?.dispose();
+  await alone?.dispose();
+  await fx?.cleanup();
+});
+
+test(`${N} sessions streaming at once give the tokens each gives alone`, async () => {
+  const sessions = Array.from({ length: N }, () => shared.createSession());
+  const order = []; // session index of every token, in the order JS received them
+  const results = await Promise.all(
+    sessions.map(async (session, i) => {
+      const tokens = [];
+      for await (const piece of session.stream(contentOf(i, image, imageOther), greedy)) {
+        tokens.push(piece.token);
+        order.push(i);
+      }
+      return tokens;
+    }),
+  );
+  for (let i = 0; i < N; i++) assert.deepEqual(results[i], expected[i], `session ${i}`);
+  for (const s of sessions) assert.equal(s.stats.contextSize, 512, 'each session has the context size it asked for');
+
+  // No stream starves: while every stream is still running, between two tokens of one session
+  // the others deliver at most a few rounds of tokens (one round is a token from each).
+  const lastOf = (i) => order.lastIndexOf(i);
+  const allRunningUntil = Math.min(...sessions.map((_, i) => lastOf(i)));
+  let worst = 0;
+  for (let i = 0; i < N; i++) {
+    let prev = order.indexOf(i);
+    for (let k = prev + 1; k <= allRunningUntil; k++) {
+      if (order[k] !== i) continue;
+      worst = Math.max(worst, k - prev - 1);
+      prev = k;
+    }
+  }
+  assert.ok(worst <= 3 * N, `a session waited for ${worst} tokens of the others`);
+  await Promise.all(sessions.map((s) => s.dispose()));
+});
+
+test('a sequence given back is clean for its next session; a session past the pool opens another context', async () => {
+  const first = Array.from({ length: N }, () => shared.createSession());
+  await Promise.all(first.map((s, i) => collect(s.stream(contentOf(i, image, imageOther), greedy))));
+  await first[5].dispose(); // its sequence, still full, goes to the next session
+  const reused = shared.createSession();
+  const extra = shared.createSession(); // the 17th at once: a second context
+  const [a, b] = await Promise.all([collect(reused.stream(contentOf(2, image, imageOther), greedy)), collect(extra.stream(contentOf(3, image, imageOther), greedy))]);
+  assert.deepEqual(a.tokens, expected[2]);
+  assert.deepEqual(b.tokens, expected[3]);
+  assert.equal(reused.stats.reusedTokens, 0, 'nothing of the previous owner was taken as a prefix');
+  await Promise.all([...first, reused, extra].map((s) => s.dispose()));
+});
+
+test('aborting one stream and a second turn on another leave the rest exact', async () => {
+  const sessions = Array.from({ length: 4 }, () => shared.createSession());
+  const controller = new AbortController();
+  const runs = sessions.map(async (session, i) => {
+    const signal = i === 0 ? controller.signal : undefined;
+    const got = [];
+    try {
+      for await (const piece of session.stream(contentOf(i, image, imageOther), { ...greedy, signal })) {
+        got.push(piece.token);
+        if (i === 0 && got.length === 3) controller.abort();
+      }
+    } catch (err) {
+      if (err.code !== 'ERR_ABORTED') throw err;
+      got.aborted = true;
+    }
+    return got;
+  });
+  const results = await Promise.all(runs);
+  assert.ok(results[0].aborted && results[0].length === 3, 'the aborted stream stops where it was aborted');
+  assert.ok(results.slice(1).every((r) => !r.aborted));
+  for (let i = 1; i < 4; i++) assert.deepEqual(results[i], expected[i]);
+
+  // Second turn on session 1 (prefix reused) equals the same two turns on a session of its own.
+  const follow = 'And then?';
+  const both = await Promise.all([collect(sessions[1].stream(follow, greedy)), collect(sessions[2].stream(follow, greedy))]);
+  assert.ok(sessions[1].stats.reusedTokens > 0, 'the first turn was reused');
+  for (const [k, i] of [[0, 1], [1, 2]]) {
+    const own = alone.createSession();
+    await collect(own.stream(contentOf(i, imageAlone, imageOtherAlone), greedy));
+    assert.deepEqual(both[k].tokens, (await collect(own.stream(follow, greedy))).tokens, `second turn of session ${i}`);
+    await own.dispose();
+  }
+  // The aborted session is usable again.
+  assert.deepEqual((await collect(sessions[0].stream(contentOf(0, image, imageOther), greedy))).tokens.length > 0, true);
+  await Promise.all(sessions.map((s) => s.dispose()));
+});
+
+test('parallelSessions is validated', async () => {
+  for (const parallelSessions of [0, -1, 1.5, 257, NaN, '4']) {
+    await assert.rejects(loadModel({ model: fx.model, parallelSessions }), (err) => err.code === 'ERR_INVALID_ARGUMENT' && /parallelSessions/.test(err.message));
+  }
+});
