@@ -49,7 +49,10 @@ llama_context* ContextPool::CreateLocked() {
   const uint32_t n_seq = uint32_t(taken_.size());
   p.n_ctx = per_seq * n_seq;
   p.n_seq_max = n_seq;
-  p.kv_unified = false;  // each session gets its own n_ctx / n_seq cells
+  // One cache for all sequences: a batch of any set of them is one pass over the weights (with
+  // a cache per sequence, llama.cpp splits a batch wherever the sequence ids are not consecutive).
+  // Each session stops at its share, so together they never overfill it.
+  p.kv_unified = true;
   p.n_batch = std::max<uint32_t>(std::max<uint32_t>(key_.n_batch, 32), n_seq);
   // Images from non-causal projectors must fit in one micro-batch; llama.cpp's default is 512.
   p.n_ubatch = std::min<uint32_t>(p.n_batch, 512);
@@ -61,7 +64,7 @@ llama_context* ContextPool::CreateLocked() {
   ctx_.reset(llama_init_from_model(model_->model.get(), p));
   if (!ctx_) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
   std::lock_guard<std::mutex> lock(mu_);
-  n_ctx_seq_ = llama_n_ctx_seq(ctx_.get());
+  n_ctx_seq_ = llama_n_ctx(ctx_.get()) / n_seq;
   return ctx_.get();
 }
 

@@ -2,7 +2,8 @@
 // parallelSessions; 1 gives every session a context of its own). Each session owns one
 // sequence of a pool. A prompt is evaluated with the pool to itself; the one-token decode steps
 // of every session generating at that moment go into one batch, so 16 streams cost little
-// more than one. Only the thread decoding touches the context.
+// more than one. The sequences share one KV cache; each session stops at its share of it. Only
+// the thread decoding touches the context.
 #pragma once
 
 #include <atomic>

@@ -120,3 +120,14 @@ test('parallelSessions is validated', async () => {
     await assert.rejects(loadModel({ model: fx.model, parallelSessions }), (err) => err.code === 'ERR_INVALID_ARGUMENT' && /parallelSessions/.test(err.message));
   }
 });
+
+test('a session sharing a context stops at its own share of it', async () => {
+  const model = await loadModel({ model: fx.model, threads: 2, contextSize: 64, parallelSessions: 4 });
+  const [full, other] = [model.createSession({ template: 'none' }), model.createSession({ template: 'none' })];
+  const [a, b] = await Promise.all([collect(full.stream('one two three', { temperature: 0, maxTokens: 1000 })), collect(other.stream('four five', greedy))]);
+  assert.equal(full.stats.contextSize, 64);
+  assert.equal(full.stats.contextUsed, 63, 'generation ends one position short of its share');
+  assert.equal(a.tokens.length + full.stats.promptTokens, 64);
+  assert.deepEqual(b.tokens.length, 32, 'the neighbour was not cut short');
+  await model.dispose();
+});
