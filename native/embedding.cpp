@@ -17,7 +17,7 @@ Napi::Function NativeEmbedding::Define(Napi::Env env) {
 
 NativeEmbedding::NativeEmbedding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeEmbedding>(info) {
   if (info.Length() == 1 && info[0].IsExternal()) {
-    image_ = *info[0].As<Napi::External<std::shared_ptr<const EncodedImage>>>().Data();
+    image_ = std::move(*info[0].As<Napi::External<std::shared_ptr<const EncodedImage>>>().Data());  // the External keeps nothing alive
     for (const auto& seg : image_->segments)
       if (seg.block) external_bytes_ += seg.block->embd.size() * sizeof(float);
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), int64_t(external_bytes_));

@@ -95,6 +95,14 @@ void GenerationCore::Finish(std::string reason, std::string code, std::string me
   notify.Release();
 }
 
+void GenerationCore::Conclude(std::unique_lock<std::mutex>& session_lock, std::string reason, std::string code, std::string message) {
+  session_lock.unlock();
+  // Before JS hears of the end: a model disposed right after must not be kept by this request.
+  session.reset();
+  request.parts.clear();
+  Finish(std::move(reason), std::move(code), std::move(message));
+}
+
 void GenerationCore::Run() {
   SessionState& s = *session;
   std::unique_lock<std::mutex> session_lock(s.mu);
@@ -240,26 +248,21 @@ void GenerationCore::Run() {
       }
     }
     if (!pending.empty()) Push({-1, pending});  // a stream cut inside a character: the JS string gets U+FFFD
-    session_lock.unlock();
-    Finish(reason);
+    Conclude(session_lock, reason);
     return;
   } catch (const Aborted&) {
     restore();  // drop the partly evaluated batch so the sequence matches `history` again
-    session_lock.unlock();
-    Finish("abort");
+    Conclude(session_lock, "abort");
     return;
   } catch (const NativeError& e) {
     restore();
-    session_lock.unlock();
-    Finish("error", e.code(), e.what());
+    Conclude(session_lock, "error", e.code(), e.what());
   } catch (const std::exception& e) {
     s.Reset();
-    session_lock.unlock();
-    Finish("error", "ERR_NATIVE", e.what());
+    Conclude(session_lock, "error", "ERR_NATIVE", e.what());
   } catch (...) {
     s.Reset();
-    session_lock.unlock();
-    Finish("error", "ERR_NATIVE", "unknown C++ exception");
+    Conclude(session_lock, "error", "ERR_NATIVE", "unknown C++ exception");
   }
 }
 

@@ -68,6 +68,8 @@ struct GenerationCore {
   void Stop();
   void Push(Piece piece);
   void Finish(std::string reason, std::string code = {}, std::string message = {});
+  // Unlocks and drops the session, then Finish.
+  void Conclude(std::unique_lock<std::mutex>& session_lock, std::string reason, std::string code = {}, std::string message = {});
 };
 
 class Generation : public Napi::ObjectWrap<Generation> {

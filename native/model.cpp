@@ -108,7 +108,7 @@ Napi::Function NativeModel::Define(Napi::Env env) {
 
 NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
   if (info.Length() == 1 && info[0].IsExternal()) {
-    state_ = *info[0].As<Napi::External<std::shared_ptr<ModelState>>>().Data();
+    state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<ModelState>>>().Data());  // the External keeps nothing alive
   }
 }
 

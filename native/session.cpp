@@ -38,7 +38,7 @@ Napi::Function NativeSession::Define(Napi::Env env) {
 
 NativeSession::NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSession>(info) {
   if (info.Length() == 1 && info[0].IsExternal())
-    state_ = *info[0].As<Napi::External<std::shared_ptr<SessionState>>>().Data();
+    state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<SessionState>>>().Data());  // the External keeps nothing alive
 }
 
 Napi::Object NativeSession::Wrap(Napi::Env env, std::shared_ptr<ModelState> model, const SessionOptions& options) {
