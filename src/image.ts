@@ -44,10 +44,22 @@ export interface DecodeOptions {
   resize?: { width: number; height: number };
 }
 
+/**
+ * A sharp instance, ours or one made by another copy of sharp: sharp ships separate ESM and
+ * CommonJS builds, so an instance from `require('sharp')` (or another sharp version) is not
+ * `instanceof` the sharp this package imports, yet works the same.
+ */
+function isSharp(value: unknown): value is Sharp {
+  if (value instanceof sharp) return true;
+  if (value === null || typeof value !== 'object') return false;
+  const s = value as Record<string, unknown>;
+  return ['clone', 'metadata', 'rotate', 'flatten', 'toColourspace', 'removeAlpha', 'raw', 'toBuffer'].every((m) => typeof s[m] === 'function');
+}
+
 /** True for values `decodeImage` accepts (used to tell images from text in prompts). */
 export function isImageInput(value: unknown): value is Exclude<ImageInput, string> {
   if (value instanceof Uint8Array) return true;
-  if (value instanceof sharp) return true;
+  if (isSharp(value)) return true;
   if (value !== null && typeof value === 'object') {
     const raw = value as Partial<RawImage>;
     return raw.data instanceof Uint8Array && typeof raw.width === 'number' && typeof raw.height === 'number';
@@ -62,7 +74,7 @@ function sourceFor(input: ImageInput, limitInputPixels: number): Sharp {
     if (input.length === 0) throw new ImageError('ERR_IMAGE_DECODE', 'The image buffer is empty (0 bytes)');
     return sharp(input, options);
   }
-  if (input instanceof sharp) return (input as Sharp).clone();
+  if (isSharp(input)) return input.clone();
   if (!isImageInput(input))
     throw new InvalidArgumentError('Expected an image: a file path, a Buffer or Uint8Array of encoded bytes, raw pixels { data, width, height, channels } or a sharp instance');
   const raw = input as RawImage;
@@ -109,6 +121,13 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
   }
   // sharp takes 0 to mean "no limit".
   const limit = maxPixels === Infinity ? 0 : maxPixels;
+  if (isSharp(input) && maxPixels !== Infinity) {
+    // A sharp instance comes with its own input options: check its header against maxPixels here.
+    const { width, height } = await input.metadata().catch((err: Error) => {
+      throw new ImageError('ERR_IMAGE_DECODE', `Could not decode the image: ${err.message}`, { cause: err });
+    });
+    if (width !== undefined && height !== undefined && width * height > maxPixels) throw tooManyPixels(width, height, maxPixels);
+  }
   try {
     // sharp orients before it resizes, whatever the call order, so one pass does it all.
     let pipeline = sourceFor(input, limit).rotate().flatten({ background });
@@ -125,8 +144,25 @@ export async function decodeImage(input: ImageInput, options: DecodeOptions = {}
   } catch (err) {
     if (err instanceof ImageError || err instanceof InvalidArgumentError) throw err;
     const message = (err as Error).message;
-    if (/pixel limit/i.test(message))
-      throw new ImageError('ERR_IMAGE_DECODE', `The image has more than ${maxPixels} pixels; raise maxPixels to accept it`, { cause: err });
+    if (/pixel limit/i.test(message)) {
+      // Name the size the header claims (read without the limit: the header alone, nothing decoded).
+      const claimed =
+        typeof input === 'string' || input instanceof Uint8Array
+          ? await sharp(input, { limitInputPixels: false }).metadata().catch(() => undefined)
+          : isSharp(input)
+            ? undefined
+            : { width: (input as RawImage).width, height: (input as RawImage).height };
+      throw tooManyPixels(claimed?.width, claimed?.height, maxPixels, err);
+    }
     throw new ImageError('ERR_IMAGE_DECODE', `Could not decode the image: ${message}`, { cause: err });
   }
+}
+
+function tooManyPixels(width: number | undefined, height: number | undefined, maxPixels: number, cause?: unknown): ImageError {
+  const size = width !== undefined && height !== undefined ? `${width}x${height} (${width * height} pixels)` : `larger than ${maxPixels} pixels`;
+  return new ImageError(
+    'ERR_IMAGE_DECODE',
+    `The image is ${size}, over the limit of maxPixels = ${maxPixels}; it was refused before decoding. Pass a larger maxPixels (or Infinity) to encodeImage to accept it`,
+    { cause },
+  );
 }

@@ -45,9 +45,11 @@ export class DisposeGuard {
 /** A FIFO mutex whose waiters can give up through an AbortSignal. */
 export class AsyncLock {
   #held = false;
-  #queue: Array<{ grant: () => void }> = [];
+  #queue: Array<{ grant: () => void; fail: (err: Error) => void }> = [];
+  #closed: (() => Error) | undefined;
 
   async acquire(signal?: AbortSignal): Promise<() => void> {
+    if (this.#closed) throw this.#closed();
     if (!this.#held) {
       this.#held = true;
       return () => this.#release();
@@ -58,6 +60,10 @@ export class AsyncLock {
           signal?.removeEventListener('abort', onAbort);
           resolve(() => this.#release());
         },
+        fail: (err: Error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
       };
       const onAbort = () => {
         const i = this.#queue.indexOf(waiter);
@@ -67,6 +73,12 @@ export class AsyncLock {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#queue.push(waiter);
     });
+  }
+
+  /** Rejects every waiter, and every later acquire, with `makeError()`; the holder keeps the lock until it releases. */
+  close(makeError: () => Error): void {
+    this.#closed ??= makeError;
+    for (const waiter of this.#queue.splice(0)) waiter.fail(makeError());
   }
 
   #release(): void {

@@ -3,7 +3,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { AbortedError, ContextOverflowError, InvalidArgumentError, MinigptError, throwIfAborted } from './errors.js';
+import { AbortedError, ContextOverflowError, DisposedError, InvalidArgumentError, MinigptError, throwIfAborted } from './errors.js';
 import { ImageEmbedding, nativeOf, retain } from './embedding.js';
 import { isImageInput, type ImageInput } from './image.js';
 import { AsyncLock, DisposeGuard } from './lifetime.js';
@@ -85,6 +85,14 @@ export interface SessionStats {
 }
 
 type Part = string | ImageEmbedding;
+/** The stream holding the session's lock. */
+interface ActiveStream {
+  hold: { release(): void };
+  generation?: NativeGeneration;
+  /** True while the consumer holds a piece (the generator is suspended at a yield). */
+  atYield: boolean;
+  drained?: Promise<void>;
+}
 interface Turn {
   role: 'user' | 'assistant';
   parts: Part[];
@@ -132,6 +140,7 @@ export class Session {
   #owned: ImageEmbedding[] = [];
   #marker = `<__minigpt_image_${randomBytes(6).toString('hex')}_`;
   #detach: (s: Session) => void;
+  #active: ActiveStream | undefined;
 
   /** @internal */
   constructor(model: Model, nativeModel: NativeModel, options: SessionOptions, detach: (s: Session) => void) {
@@ -181,30 +190,41 @@ export class Session {
     const opts = validateStreamOptions(options);
     const parts = this.#checkContent(content);
     throwIfAborted(opts.signal);
-    using _hold = this.#guard.hold();
+    using hold = this.#guard.hold();
+    // Queued behind earlier streams of this session; dispose() rejects the wait with ERR_DISPOSED.
     const unlock = await this.#lock.acquire(opts.signal);
-    let generation: NativeGeneration | undefined;
+    const active: ActiveStream = { hold, atYield: false };
+    this.#active = active;
     let finished = false;
     let answer = '';
-    const onAbort = () => generation?.abort();
+    const onAbort = () => active.generation?.abort();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const turnsBefore = this.#turns.length;
     try {
       const user: Turn = { role: 'user', parts: await this.#encodeParts(parts, opts.signal) };
       throwIfAborted(opts.signal);
+      if (this.#guard.disposed) throw new DisposedError('This session');
       this.#turns.push(user);
       for (const p of user.parts) if (p instanceof ImageEmbedding) this.#releases.push(p[retain]());
-      generation = this.#native.generate(this.#prompt(), opts.native);
+      const generation = this.#native.generate(this.#prompt(), opts.native);
+      active.generation = generation;
       const stops = new StopDetector(this.#builtin ? [...builtinStops(this.#builtin), ...opts.stop] : opts.stop);
       let answered = false;
       for (;;) {
+        // Disposed (while the consumer held a piece, or while we waited): the stream ends here.
+        if (this.#guard.disposed) throw new DisposedError('This session');
         const batch = await generation.next();
         for (const piece of batch.pieces) {
-          if (opts.signal?.aborted) break;  // nothing more reaches the consumer once aborted
+          if (opts.signal?.aborted || this.#guard.disposed) break;  // nothing more reaches the consumer
           for (const out of stops.push(piece)) {
             answer += out.text;
             answered = true;
-            yield out;
+            active.atYield = true;
+            try {
+              yield out;
+            } finally {
+              active.atYield = false;
+            }
           }
           if (stops.stopped) {
             generation.abort();
@@ -213,6 +233,7 @@ export class Session {
         }
         if (batch.done) {
           finished = true;
+          if (this.#guard.disposed) throw new DisposedError('This session');
           if (batch.error) {
             if (!answered) this.#turns.length = turnsBefore;
             throw batch.error instanceof MinigptError && batch.error.code === 'ERR_CONTEXT_OVERFLOW'
@@ -229,13 +250,24 @@ export class Session {
       }
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
-      if (generation && !finished) {
-        generation.abort();  // the consumer stopped early: end the loop and wait for it
-        while (!(await generation.next()).done);
+      if (active.generation && !finished) {
+        active.generation.abort();  // the consumer stopped early, or the session was disposed: end the loop and wait for it
+        await this.#drain(active);
       }
       if (this.#turns.length > turnsBefore) this.#turns.push({ role: 'assistant', parts: [answer] });
+      if (this.#active === active) this.#active = undefined;
       unlock();
     }
+  }
+
+  // Runs an aborted generation to its end, once, whoever asks first (the stream or dispose()).
+  #drain(active: ActiveStream): Promise<void> {
+    const generation = active.generation;
+    if (!generation) return Promise.resolve();
+    active.drained ??= (async () => {
+      while (!(await generation.next()).done);
+    })();
+    return active.drained;
   }
 
   /** Like {@link Session.stream}, but resolves with the whole answer. */
@@ -258,10 +290,25 @@ export class Session {
     }
   }
 
-  /** Stops a running stream, waits for it, and frees the context. Idempotent. */
+  /**
+   * Stops a running stream (its consumer's next read rejects with `ERR_DISPOSED`), rejects the
+   * streams queued behind it with `ERR_DISPOSED`, and frees the context. Idempotent.
+   */
   async dispose(): Promise<void> {
     if (!this.#guard.disposed) this.#detach(this);
-    if (await this.#guard.dispose()) {
+    const closing = this.#guard.dispose();  // from here on, new work is refused
+    this.#lock.close(() => new DisposedError('This session'));
+    const active = this.#active;
+    if (active) {
+      active.generation?.abort();
+      if (active.atYield) {
+        // The consumer holds a piece and may never ask for the next one (an abandoned
+        // iterator): finish the native generation here instead of waiting for it.
+        active.hold.release();
+        await this.#drain(active);
+      }
+    }
+    if (await closing) {
       this.#native.dispose();
       this.#releaseImages();
     }
