@@ -185,6 +185,7 @@ export class Session {
    * for await (const { text } of session.stream(['What is in this picture?', image], { maxTokens: 100 })) process.stdout.write(text);
    * @throws ContextOverflowError `ERR_CONTEXT_OVERFLOW` when the conversation no longer fits
    * @throws AbortedError `ERR_ABORTED` when `signal` aborts (the session stays usable)
+   * @throws DisposedError `ERR_DISPOSED` when the session (or its model) is disposed before or during the stream
    */
   async *stream(content: Content, options: StreamOptions = {}): AsyncGenerator<Piece, void, undefined> {
     const opts = validateStreamOptions(options);

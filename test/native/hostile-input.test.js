@@ -511,15 +511,13 @@ test('two streams iterated at once on one session: the second starts after the f
 test('abort while queued behind another stream: only the queued one rejects', { timeout: 20_000 }, async () => {
   const session = model.createSession();
   const controller = new AbortController();
-  const first = session.ask('one', greedy(30));
+  const first = collect(session.stream('one', greedy(30)));
   const second = session.ask('two', { ...greedy(30), signal: controller.signal });
-  const third = session.ask('three', greedy(3));
+  const third = collect(session.stream('three', greedy(3)));
   controller.abort(new Error('changed my mind'));
   await assert.rejects(second, (err) => err.code === 'ERR_ABORTED' && err.name === 'AbortError' && err.cause.message === 'changed my mind');
-  assert.equal(typeof (await first), 'string');
-  assert.equal(session.stats.generatedTokens, 30);
-  await third;
-  assert.equal(session.stats.generatedTokens, 3);
+  assert.equal((await first).tokens.length, 30);
+  assert.equal((await third).tokens.length, 3);
   await session.dispose();
 });
 
