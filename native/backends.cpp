@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 
 #ifdef _WIN32
 #define WIN32_LEAN_AND_MEAN
@@ -113,6 +114,17 @@ CpuBackendInfo DescribeCpuBackend() {
   info.variant = "built-in";
 #endif
   return info;
+}
+
+ThreadpoolPtr NewCpuThreadpool(int n_threads) {
+  ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+  if (!cpu) return {};
+  ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu);
+  auto* new_fn = reinterpret_cast<decltype(ggml_threadpool_new)*>(ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new"));
+  auto* free_fn = reinterpret_cast<decltype(ggml_threadpool_free)*>(ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free"));
+  if (!new_fn || !free_fn) return {};
+  ggml_threadpool_params params = ggml_threadpool_params_default(n_threads);
+  return ThreadpoolPtr(new_fn(&params), ThreadpoolFree{free_fn});
 }
 
 }  // namespace minigpt

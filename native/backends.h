@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "handles.h"
+
 namespace minigpt {
 
 // Registers the backend libraries beside the addon (a no-op in a local build). Process-wide,
@@ -24,6 +26,10 @@ struct CpuBackendInfo {
 };
 
 CpuBackendInfo DescribeCpuBackend();
+
+// A ggml CPU thread pool of `n_threads` (its workers wait for the next graph instead of being
+// started for each one); null when the CPU backend does not offer one.
+ThreadpoolPtr NewCpuThreadpool(int n_threads);
 
 // Absolute path of the file (the .node, a .so/.dll/.dylib) that holds `address`; "" if unknown.
 std::string LibraryPathOf(const void* address);

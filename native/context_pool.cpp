@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "backends.h"
 #include "errors.h"
 #include "log.h"
 
@@ -63,6 +64,10 @@ llama_context* ContextPool::CreateLocked() {
   p.no_perf = true;
   ctx_.reset(llama_init_from_model(model_->model.get(), p));
   if (!ctx_) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
+  // Without a pool of its own, ggml starts and joins the worker threads for every graph, i.e.
+  // every token.
+  threadpool_ = NewCpuThreadpool(key_.threads);
+  if (threadpool_) llama_attach_threadpool(ctx_.get(), threadpool_.get(), nullptr);
   std::lock_guard<std::mutex> lock(mu_);
   n_ctx_seq_ = llama_n_ctx(ctx_.get()) / n_seq;
   return ctx_.get();

@@ -78,6 +78,7 @@ class ContextPool {
 
   std::shared_ptr<ModelState> model_;
   PoolKey key_;
+  ThreadpoolPtr threadpool_;  // outlives ctx_, which uses it
   ContextPtr ctx_;
   uint32_t n_ctx_seq_ = 0;
 

@@ -16,4 +16,13 @@ using ModelPtr = std::unique_ptr<llama_model, LlamaModelFree>;
 using ContextPtr = std::unique_ptr<llama_context, LlamaContextFree>;
 using SamplerPtr = std::unique_ptr<llama_sampler, LlamaSamplerFree>;
 
+// The CPU backend may be a library loaded at run time, so its free function comes with the pool.
+struct ThreadpoolFree {
+  void (*free_fn)(ggml_threadpool*) = nullptr;
+  void operator()(ggml_threadpool* t) const {
+    if (free_fn) free_fn(t);
+  }
+};
+using ThreadpoolPtr = std::unique_ptr<ggml_threadpool, ThreadpoolFree>;
+
 }  // namespace minigpt
