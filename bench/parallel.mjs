@@ -6,7 +6,7 @@
 // while the others run (the starvation bound N ms asked for by issue 6).
 //
 //   npm run bench:parallel -- [--sessions 16] [--prompt-tokens 32] [--gen-tokens 64]
-//                             [--threads 2] [--quant Q4_0] [--runs 2]
+//                             [--threads 2] [--quant Q4_0] [--runs 2] [--contexts-each]
 import { parseArgs } from 'node:util';
 import { loadModel } from '../dist/index.js';
 import { ensureModels } from './models.mjs';
@@ -20,6 +20,7 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '2' },
     quant: { type: 'string', default: 'Q4_0' },
     runs: { type: 'string', default: '2' },
+    'contexts-each': { type: 'boolean' },
   },
 });
 const sessions = Number(values.sessions);
@@ -70,16 +71,19 @@ async function measure(label, parallelSessions, count) {
   return { label, count, endToEndTokS: med('endToEndTokS'), decodeTokS: med('decodeTokS'), ttftMaxMs: worst('ttftMaxMs'), gapMaxMs: worst('gapMaxMs'), gapP99Ms: med('gapP99Ms') };
 }
 
-const rows = [];
-rows.push(await measure('1 stream alone', 1, 1));
-rows.push(await measure(`${sessions} streams, one shared context (parallelSessions: ${sessions})`, sessions, sessions));
-rows.push(await measure(`${sessions} streams, a context each (parallelSessions: 1)`, 1, sessions));
-
-const single = rows[0];
 const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
 console.log(`bench:parallel  ${values.quant} TinyLlama-shaped, ${threads} threads, ${promptTokens}-token prompts, ${genTokens} generated each, median of ${runs} runs (gaps: worst of all runs)`);
 console.log(['streams'.padEnd(62), 'aggregate tok/s', 'decode-phase tok/s', 'x single', 'worst TTFT ms', 'token gap p99 ms', 'worst gap ms'].join('  '));
-for (const r of rows) {
+const cases = [
+  ['1 stream alone', 1, 1],
+  [`${sessions} streams, one shared context (parallelSessions: ${sessions})`, sessions, sessions],
+];
+// Every stream with its own context: 2 x sessions threads on the cores (slow; --contexts-each to include).
+if (values['contexts-each']) cases.push([`${sessions} streams, a context each (parallelSessions: 1)`, 1, sessions]);
+let single;
+for (const [label, parallelSessions, count] of cases) {
+  const r = await measure(label, parallelSessions, count);
+  single ??= r;
   console.log(
     [r.label.padEnd(62), fmt(r.endToEndTokS).padStart(15), fmt(r.decodeTokS).padStart(18), fmt(r.decodeTokS / single.decodeTokS, 2).padStart(8),
       fmt(r.ttftMaxMs, 0).padStart(13), fmt(r.gapP99Ms, 0).padStart(16), fmt(r.gapMaxMs, 0).padStart(12)].join('  '),
