@@ -36,6 +36,7 @@ export async function writeLeakFixtures(dir, { nCtx = 1024 } = {}) {
   const { writeTinyLlama, writeTinyMmproj } = await import(pathToFileURL(join(root, 'test', 'fixtures', 'models.js')).href);
   const { writeTinyBlip2 } = await import(pathToFileURL(join(root, 'test', 'fixtures', 'blip2.js')).href);
   const { default: sharp } = await import('sharp');
+  const { testPixels } = await import(pathToFileURL(join(root, 'test', 'helpers.js')).href);
   await mkdir(dir, { recursive: true });
   const paths = {
     model: join(dir, 'tiny-llama.gguf'),
@@ -50,14 +51,7 @@ export async function writeLeakFixtures(dir, { nCtx = 1024 } = {}) {
   await writeTinyMmproj(paths.mmproj, { nEmbdText: 64 });
   await writeTinyBlip2(paths.blip2, { nEmbdText: 64 });
   const { width, height } = paths;
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      data[i] = (x * 255) / (width - 1);
-      data[i + 1] = (y * 255) / (height - 1);
-      data[i + 2] = (x ^ y) & 1 ? 220 : 30;
-    }
+  const { data } = testPixels(width, height);
   await writeFile(paths.rgb, data);
   await sharp(data, { raw: { width, height, channels: 3 } }).png().toFile(paths.png);
   await writeFile(join(dir, 'fixtures.json'), JSON.stringify(paths));
