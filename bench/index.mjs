@@ -93,18 +93,35 @@ async function runAll() {
   const attempt = async (c, fn) => cases.push({ ...c, ...(await measure(`${c.group} ${c.contender}`, fn)) });
   const ours = (s) => runNode('ours.mjs', s, { env: { MINIGPT_LOG: 'info' } }).then((r) => ({ ...r, buffers: llamaBuffers(r.stderr) }));
 
+  // The contenders of one case take turns run by run (A B C, A B C, ...), each run in a fresh
+  // child with its own warm-up: the speed of a shared machine drifts by several percent over
+  // minutes, and this way a drift falls on all of them alike instead of on whoever ran last.
+  const interleaved = async (entries) => {
+    const results = entries.map(() => []);
+    for (let r = 0; r < runs; r++) {
+      for (const [i, e] of entries.entries()) {
+        results[i].push(await measure(`${e.c.group} ${e.c.contender}, run ${r + 1} of ${runs}`, () => e.fn({ ...e.settings, runs: 1 })));
+      }
+    }
+    entries.forEach((e, i) => cases.push({ ...e.c, ...mergeRuns(results[i]) }));
+  };
+
   for (const quant of quants) {
     const model = models.llm[quant];
     const text = { ...base, model, workload: 'text' };
     const image = { ...base, model, projector: models.clip, workload: 'image' };
-    const group = (w) => `${quant} ${w}`;
-    if (only.has('ours')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'ours' }, () => ours(text));
-    if (only.has('llama-bench')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'llama-bench' }, () => llamaBench.run(text));
-    if (only.has('node-llama-cpp')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'node-llama-cpp' }, () => runNode('node-llama-cpp.mjs', text));
-    if (only.has('fugood')) await attempt({ group: group('text'), quant, workload: 'text', contender: 'fugood' }, () => runNode('fugood.mjs', text));
-    if (only.has('ours')) await attempt({ group: group('image'), quant, workload: 'image', contender: 'ours' }, () => ours(image));
-    if (only.has('mtmd-cli')) await attempt({ group: group('image'), quant, workload: 'image', contender: 'mtmd-cli' }, () => mtmdCli.run(image));
-    if (only.has('fugood')) await attempt({ group: group('image'), quant, workload: 'image', contender: 'fugood' }, () => runNode('fugood.mjs', image));
+    const entry = (workload, contender, settings, fn) => (only.has(contender) ? [{ c: { group: `${quant} ${workload}`, quant, workload, contender }, settings, fn }] : []);
+    await interleaved([
+      ...entry('text', 'ours', text, ours),
+      ...entry('text', 'llama-bench', text, llamaBench.run),
+      ...entry('text', 'node-llama-cpp', text, (s) => runNode('node-llama-cpp.mjs', s)),
+      ...entry('text', 'fugood', text, (s) => runNode('fugood.mjs', s)),
+    ]);
+    await interleaved([
+      ...entry('image', 'ours', image, ours),
+      ...entry('image', 'mtmd-cli', image, mtmdCli.run),
+      ...entry('image', 'fugood', image, (s) => runNode('fugood.mjs', s)),
+    ]);
   }
 
   if (blip2) {
@@ -148,6 +165,13 @@ async function runAll() {
   }
   meta.loadAvgEnd = loadavg();
   return { meta, cases, growth, load, files: fileSizes(models) };
+}
+
+/** One contender's single-run results as one result: every run, the highest peak RSS. */
+function mergeRuns(parts) {
+  const failed = parts.find((p) => p.error);
+  if (failed) return { error: failed.error };
+  return { ...parts[0], runs: parts.flatMap((p) => p.runs ?? []), peakRssMiB: Math.max(...parts.map((p) => p.peakRssMiB ?? NaN).filter(Number.isFinite)) };
 }
 
 function pkgVersion(name) {

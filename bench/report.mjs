@@ -171,7 +171,7 @@ function loadText(load) {
 
 function header(meta) {
   return `minigpt-node bench: ${meta.date}, ${meta.cpu} (${meta.cores} CPUs, ${meta.memGiB.toFixed(0)} GiB), node ${meta.node}, llama.cpp ${String(meta.llamaCommit).slice(0, 7)}\n` +
-    `${meta.threads} threads, greedy, median of ${meta.runs} runs after a warm-up; load average at start ${meta.loadAvgStart.map((x) => x.toFixed(2)).join(' ')}, highest seen ${meta.loadAvgMax.toFixed(2)}\n` +
+    `${meta.threads} threads, greedy, median of ${meta.runs} runs (contenders take turns run by run, each run after a warm-up); load average at start ${meta.loadAvgStart.map((x) => x.toFixed(2)).join(' ')}, highest seen ${meta.loadAvgMax.toFixed(2)}\n` +
     'Cells: median (how many times better ours is: >1 ours better, for rates ours/theirs, for ms and MiB theirs/ours); tokens: prompt+generated per run';
 }
 
@@ -274,9 +274,11 @@ ${loaded ? `\n**The machine was loaded during this run** (load average ${m.loadA
 
 The same for every contender: ${m.threads} threads, greedy, a ${m.promptTokens}-token prompt (words that are one token
 each, so every tokenizer gives the same count; BOS first), ${m.genTokens} generated tokens; the image cases put
-one 224x224 PNG into a ChatML turn (the model's template). Every contender runs in a child process
-of its own, does one short warm-up, then ${m.runs} measured runs; each run starts with a different
-word, so no binding can reuse the previous run's context. Cells give the median, the best run in
+one 224x224 PNG into a ChatML turn (the model's template). Each measured run is a child process
+of its own that loads the model, does one short warm-up and then the run; the contenders of a case
+take turns run by run (A B C, A B C, ...), ${m.runs} runs each, so the few percent a shared machine's
+speed drifts over minutes falls on all of them alike. Each run starts with a different word, so no
+binding can reuse the previous run's context. Cells give the median, the best run in
 brackets, and in parentheses how many times better ours is (above 1: ours is better; rates are
 ours/theirs, milliseconds and MiB theirs/ours).
 
