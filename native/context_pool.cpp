@@ -66,6 +66,7 @@ llama_context* ContextPool::CreateLocked() {
   if (!ctx_) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
   // Without a pool of its own, ggml starts and joins the worker threads for every graph, i.e.
   // every token.
+  step_batch_ = std::make_unique<BatchOwner>(int32_t(n_seq));  // at most one step per sequence
   threadpool_ = NewCpuThreadpool(key_.threads);
   if (threadpool_) llama_attach_threadpool(ctx_.get(), threadpool_.get(), nullptr);
   std::lock_guard<std::mutex> lock(mu_);
@@ -118,17 +119,9 @@ llama_context* ContextPool::Exclusive::ctx() {
 
 void ContextPool::DecodeBatch(std::vector<Step*>& steps) {
   llama_context* ctx = ctx_.get();
-  llama_batch batch = llama_batch_init(int32_t(steps.size()), 0, 1);
-  for (Step* s : steps) {
-    const int32_t i = batch.n_tokens++;
-    batch.token[i] = s->token;
-    batch.pos[i] = s->pos;
-    batch.n_seq_id[i] = 1;
-    batch.seq_id[i][0] = s->seq;
-    batch.logits[i] = true;
-  }
-  const int32_t rc = llama_decode(ctx, batch);
-  llama_batch_free(batch);
+  step_batch_->Clear();
+  for (Step* s : steps) step_batch_->Add(s->token, s->pos, s->seq, true);
+  const int32_t rc = llama_decode(ctx, step_batch_->batch);
   for (size_t i = 0; i < steps.size(); ++i) {
     steps[i]->rc = rc;
     if (rc == 0) steps[i]->next = llama_sampler_sample(steps[i]->sampler, ctx, int32_t(i));

@@ -80,6 +80,7 @@ class ContextPool {
   PoolKey key_;
   ThreadpoolPtr threadpool_;  // outlives ctx_, which uses it
   ContextPtr ctx_;
+  std::unique_ptr<BatchOwner> step_batch_;  // DecodeBatch's, made with ctx_
   uint32_t n_ctx_seq_ = 0;
 
   std::mutex mu_;

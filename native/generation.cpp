@@ -9,21 +9,6 @@
 namespace minigpt {
 namespace {
 
-struct BatchOwner {
-  llama_batch batch;
-  explicit BatchOwner(int32_t n) : batch(llama_batch_init(n, 0, 1)) {}
-  ~BatchOwner() { llama_batch_free(batch); }
-  void Clear() { batch.n_tokens = 0; }
-  void Add(llama_token t, llama_pos pos, llama_seq_id seq, bool logits) {
-    int32_t i = batch.n_tokens++;
-    batch.token[i] = t;
-    batch.pos[i] = pos;
-    batch.n_seq_id[i] = 1;
-    batch.seq_id[i][0] = seq;
-    batch.logits[i] = logits;
-  }
-};
-
 // Length of the longest prefix of `s` that ends on a whole UTF-8 character. Bytes that can
 // never start a character are counted as complete so a bad byte cannot stall the stream.
 size_t CompleteUtf8Prefix(const std::string& s) {
