@@ -45,6 +45,23 @@ export function lagMonitor() {
 export const now = () => performance.now();
 
 /**
+ * The runs every Node contender makes, in order: a warm-up of the full workload (dropped, as
+ * llama-bench drops its own), `runs` timed runs, then one more run of the same work with the lag
+ * monitor on. The monitor's 1 ms timer wakes the JS thread a thousand times a second, and on a
+ * 2-core machine running 2 compute threads each wake-up takes a core from them, so rates are
+ * timed without it and the lag comes from a run of its own. `index` numbers the runs (each
+ * run's prompt starts with a different word).
+ */
+export function* schedule(runs) {
+  for (let index = 0; index <= runs + 1; index++) yield { index, warm: index === 0, lag: index === runs + 1 };
+}
+
+/** The lag run's figures on every timed run (they describe the same work in the same process). */
+export function withLag(runs, lag) {
+  return runs.map((r) => ({ ...r, lagP99Ms: lag?.p99 ?? NaN, lagMaxMs: lag?.max ?? NaN }));
+}
+
+/**
  * Per-run figures from the timestamps every Node contender can take the same way:
  * t0 request made, tFirst first token seen by JS, tLast last token seen by JS.
  */

@@ -275,7 +275,9 @@ ${loaded ? `\n**The machine was loaded during this run** (load average ${m.loadA
 The same for every contender: ${m.threads} threads, greedy, a ${m.promptTokens}-token prompt (words that are one token
 each, so every tokenizer gives the same count; BOS first), ${m.genTokens} generated tokens; the image cases put
 one 224x224 PNG into a ChatML turn (the model's template). Each measured run is a child process
-of its own that loads the model, does one short warm-up and then the run; the contenders of a case
+of its own that loads the model, does a warm-up of the same work (as llama-bench does; a short one
+for @fugood/llama.node, which is too slow for more) and then the run; llama-bench evaluates as many prompt tokens as the bindings do (BOS + prompt: with the repacked
+Q4_0 kernels, which take rows four at a time, pp129 is ~3 % slower per token than pp128). The contenders of a case
 take turns run by run (A B C, A B C, ...), ${m.runs} runs each, so the few percent a shared machine's
 speed drifts over minutes falls on all of them alike. Each run starts with a different word, so no
 binding can reuse the previous run's context. Cells give the median, the best run in
@@ -293,7 +295,10 @@ ours/theirs, milliseconds and MiB theirs/ours).
 - **peak RSS**: the process's VmHWM at its end (/usr/bin/time for the native tools); mapped model
   pages count.
 - **loop lag p99**: \`perf_hooks.monitorEventLoopDelay\` (1 ms resolution, the interval subtracted)
-  while generating; the worst run's p99 goes into the targets.
+  while generating, in one more run of the same work after the timed ones: its timer wakes the JS
+  thread a thousand times a second, which on 2 cores takes time from the compute threads, so the
+  rates come from runs without it (for ours and node-llama-cpp; @fugood/llama.node's runs are
+  timed with it on).
 - Every run's token counts are printed (prompt+generated) and checked: greedy decoding of these
   weights never picks EOS (its output row is zero), and every contender must give ${m.genTokens}.
 

@@ -26,6 +26,10 @@ const loadMs = now() - t0;
 
 const lag = lagMonitor();
 const runs = [];
+// Unlike the other Node contenders (see schedule() in child.mjs), a short warm-up and the lag
+// monitor on during the timed runs: at 4-10x slower than the others a full-size warm-up and a run
+// of its own for the lag would add some 20 minutes to the bench, and the monitor's cost (a few
+// percent at most) changes none of the ratios against it.
 for (let r = 0; r <= s.runs; r++) {  // run 0, short, warms up and is dropped
   const warm = r === 0;
   const n = warm ? 8 : s.promptTokens;

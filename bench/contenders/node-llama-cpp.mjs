@@ -4,7 +4,7 @@
 //
 // Settings: model, promptTokens, genTokens, runs, threads, ctx.
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
-import { emit, lagMonitor, now, runFigures, settings } from '../child.mjs';
+import { emit, lagMonitor, now, runFigures, schedule, settings, withLag } from '../child.mjs';
 import { promptText } from '../workload.mjs';
 
 const s = settings();
@@ -20,21 +20,20 @@ const loadMs = now() - t0;
 
 const lag = lagMonitor();
 const runs = [];
-for (let r = 0; r <= s.runs; r++) {  // run 0 is a short warm-up and is dropped
-  const warm = r === 0;
+let lagged;
+for (const run of schedule(s.runs)) {
   await sequence.clearHistory();
-  const tokens = [model.tokens.bos, ...model.tokenize(promptText(warm ? 8 : s.promptTokens, r))];
-  const want = warm ? 4 : s.genTokens;
+  const tokens = [model.tokens.bos, ...model.tokenize(promptText(s.promptTokens, run.index))];
   let tFirst = NaN, tLast = NaN, generated = 0;
-  lag.start();
+  if (run.lag) lag.start();
   const start = now();
   // evaluate() yields the greedy token after each step and never stops by itself (EOS included).
   for await (const _token of sequence.evaluate(tokens, { temperature: 0 })) {
     tLast = now();
     if (Number.isNaN(tFirst)) tFirst = tLast;
-    if (++generated >= want) break;
+    if (++generated >= s.genTokens) break;
   }
-  const l = lag.stop();
-  if (!warm) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: tokens.length, generated, lag: l }));
+  if (run.lag) lagged = lag.stop();
+  if (!run.warm && !run.lag) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: tokens.length, generated }));
 }
-emit({ loadMs, runs, binary: llama.buildType, gpu: llama.gpu });
+emit({ loadMs, runs: withLag(runs, lagged), binary: llama.buildType, gpu: llama.gpu });

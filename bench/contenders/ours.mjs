@@ -4,7 +4,7 @@
 // Settings: model, projector, pictures, workload ('text' | 'image', or 'load' | 'load-image' to
 // load and exit), promptTokens, genTokens, images, runs, threads, ctx.
 import { loadModel } from '../../dist/index.js';
-import { emit, lagMonitor, now, runFigures, settings } from '../child.mjs';
+import { emit, lagMonitor, now, runFigures, schedule, settings, withLag } from '../child.mjs';
 import { promptText, imagePromptParts } from '../workload.mjs';
 
 const s = settings();
@@ -19,31 +19,30 @@ if (s.workload.startsWith('load')) emit({ loadMs });
 const session = model.createSession({ template: s.workload === 'text' ? 'none' : 'auto', threads: s.threads });
 const lag = lagMonitor();
 const runs = [];
-for (let r = 0; r <= s.runs; r++) {  // run 0, short, warms up (page faults, the context's first allocation) and is dropped
-  const warm = r === 0;
-  const n = warm ? 8 : s.promptTokens;
+let lagged;
+for (const run of schedule(s.runs)) {
   await session.reset();
   let content, encodeMs = NaN;
   const embeddings = [];
   if (s.workload === 'image') {
-    const p = imagePromptParts(n, r, s.images);
+    const p = imagePromptParts(s.promptTokens, run.index, s.images);
     const e0 = now();
     for (let i = 0; i < s.images; i++) embeddings.push(await model.encodeImage(s.pictures[i % s.pictures.length]));
     encodeMs = now() - e0;
     content = [p.before, ...embeddings, p.after];
   } else {
-    content = promptText(n, r);
+    content = promptText(s.promptTokens, run.index);
   }
   let tFirst = NaN, tLast = NaN;
-  lag.start();
+  if (run.lag) lag.start();
   const start = now();
-  for await (const _piece of session.stream(content, { maxTokens: warm ? 4 : s.genTokens, temperature: 0 })) {
+  for await (const _piece of session.stream(content, { maxTokens: s.genTokens, temperature: 0 })) {
     tLast = now();
     if (Number.isNaN(tFirst)) tFirst = tLast;
   }
-  const l = lag.stop();
+  if (run.lag) lagged = lag.stop();
   const st = session.stats;
   for (const e of embeddings) await e.dispose();
-  if (!warm) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: st.evaluatedTokens, generated: st.generatedTokens, encodeMs, lag: l }));
+  if (!run.warm && !run.lag) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: st.evaluatedTokens, generated: st.generatedTokens, encodeMs }));
 }
-emit({ loadMs, runs });
+emit({ loadMs, runs: withLag(runs, lagged) });
