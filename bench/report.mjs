@@ -78,9 +78,13 @@ export function targets(results) {
       const c = cs.find((x) => x.contender === name && !x.error);
       if (!c) return;
       const f = FIGURES.find((x) => x.key === key);
-      const r = ratio(f, fo[key].median, figuresOf(c)[key].median);
+      const fc = figuresOf(c);
+      const r = ratio(f, fo[key].median, fc[key].median);
       if (!Number.isFinite(r)) return;
-      out.push({ group, target: `${what} >= ${min}x ${NAMES[name]}`, value: `${r.toFixed(2)}x`, pass: r >= min });
+      // Judged on the medians; the best runs' ratio is shown beside it, since a neighbour on a
+      // shared machine only ever slows a run down.
+      const best = ratio(f, fo[key].best, fc[key].best);
+      out.push({ group, target: `${what} >= ${min}x ${NAMES[name]}`, value: `${r.toFixed(2)}x${Number.isFinite(best) ? ` (best runs ${best.toFixed(2)}x)` : ''}`, pass: r >= min });
     };
     const tool = ours.workload === 'text' ? 'llama-bench' : 'mtmd-cli';
     vs(tool, 'decodeTokS', 0.98, 'decode');
@@ -278,7 +282,7 @@ one 224x224 PNG into a ChatML turn (the model's template). Each measured run is 
 of its own that loads the model, does a warm-up of the same work (as llama-bench does; a short one
 for @fugood/llama.node, which is too slow for more) and then the run; llama-bench evaluates as many prompt tokens as the bindings do (BOS + prompt: with the repacked
 Q4_0 kernels, which take rows four at a time, pp129 is ~3 % slower per token than pp128). The contenders of a case
-take turns run by run (A B C, A B C, ...), ${m.runs} runs each, so the few percent a shared machine's
+take turns run by run, the order rotating (A B C, B C A, ...), ${m.runs} runs each (@fugood/llama.node 3), so the few percent a shared machine's
 speed drifts over minutes falls on all of them alike. Each run starts with a different word, so no
 binding can reuse the previous run's context. Cells give the median, the best run in
 brackets, and in parentheses how many times better ours is (above 1: ours is better; rates are

@@ -6,7 +6,7 @@
 // context between calls (and reuse a matching prefix) must evaluate the whole prompt again,
 // image included, like a fresh question would.
 
-export const DEFAULTS = { promptTokens: 128, genTokens: 64, threads: 2, runs: 3, ctx: 2048 };
+export const DEFAULTS = { promptTokens: 128, genTokens: 64, threads: 2, runs: 5, ctx: 2048 };
 
 const WORDS = [
   'the', 'is', 'picture', 'of', 'in', 'and', 'to', 'this', 'that', 'image', 'photo', 'world', 'you', 'it', 'on',
