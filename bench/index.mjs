@@ -24,7 +24,7 @@ import * as llamaBench from './contenders/llama-bench.mjs';
 import * as mtmdCli from './contenders/mtmd-cli.mjs';
 import { torchEncode } from './torch-reference.mjs';
 
-const CONTENDERS = ['ours', 'llama-bench', 'mtmd-cli', 'fugood', 'node-llama-cpp', 'torch'];
+const CONTENDERS = ['ours', 'ours-prebuild', 'llama-bench', 'mtmd-cli', 'fugood', 'node-llama-cpp', 'torch'];
 // @fugood/llama.node takes a minute or more per image run and is 3-10x behind: 3 runs settle
 // that, and the rounds after them go to the close comparisons.
 const PEER_RUNS = 3;
@@ -97,6 +97,12 @@ async function runAll() {
   };
   const attempt = async (c, fn) => cases.push({ ...c, ...(await measure(`${c.group} ${c.contender}`, fn)) });
   const ours = (s) => runNode('ours.mjs', s, { env: { MINIGPT_LOG: 'info' } }).then((r) => ({ ...r, buffers: llamaBuffers(r.stderr) }));
+  // What \`npm install\` gives a user: the prebuilt addon with ggml's CPU variants (the same set
+  // node-llama-cpp ships), where the local build is compiled with -march=native like llama.cpp's
+  // tools here. Only when \`npm run prebuild\` has made one for this version.
+  const prebuild = prebuildBinary();
+  if (!prebuild) only.delete('ours-prebuild');
+  const oursPrebuild = (s) => runNode('ours.mjs', s, { env: { MINIGPT_NODE_BINARY: prebuild } });
 
   // The contenders of one case take turns run by run (A B C, A B C, ...), each run in a fresh
   // child with its own warm-up: the speed of a shared machine drifts by several percent over
@@ -123,6 +129,7 @@ async function runAll() {
     const entry = (workload, contender, settings, fn, maxRuns) => (only.has(contender) && workloads.has(workload) ? [{ c: { group: `${quant} ${workload}`, quant, workload, contender }, settings, fn, maxRuns }] : []);
     await interleaved([
       ...entry('text', 'ours', text, ours),
+      ...entry('text', 'ours-prebuild', text, oursPrebuild),
       ...entry('text', 'llama-bench', text, llamaBench.run),
       ...entry('text', 'node-llama-cpp', text, (s) => runNode('node-llama-cpp.mjs', s)),
       ...entry('text', 'fugood', text, (s) => runNode('fugood.mjs', s), PEER_RUNS),
@@ -182,6 +189,18 @@ function mergeRuns(parts) {
   const failed = parts.find((p) => p.error);
   if (failed) return { error: failed.error };
   return { ...parts[0], runs: parts.flatMap((p) => p.runs ?? []), peakRssMiB: Math.max(...parts.map((p) => p.peakRssMiB ?? NaN).filter(Number.isFinite)) };
+}
+
+/** The prebuilt addon of this version for this machine, if \`npm run prebuild\` has made one. */
+function prebuildBinary() {
+  const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  try {
+    const info = JSON.parse(readFileSync(join(dir, 'build-info.json'), 'utf8'));
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+    return info.version === pkg.version && info.llamaCommit === getSystemInfo().llamaCommit ? join(dir, 'minigpt.node') : null;
+  } catch {
+    return null;
+  }
 }
 
 function pkgVersion(name) {
