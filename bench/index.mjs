@@ -104,14 +104,13 @@ async function runAll() {
   if (!prebuild) only.delete('ours-prebuild');
   const oursPrebuild = (s) => runNode('ours.mjs', s, { env: { MINIGPT_NODE_BINARY: prebuild } });
 
-  // The contenders of one case take turns run by run (A B C, A B C, ...), each run in a fresh
-  // child with its own warm-up: the speed of a shared machine drifts by several percent over
-  // minutes, and this way a drift falls on all of them alike instead of on whoever ran last.
+  // The contenders of one case take turns run by run, each run in a fresh child with its own
+  // warm-up: the speed of a shared machine drifts by several percent over minutes, and this way a
+  // drift falls on all of them alike instead of on whoever ran last. The order rotates from round
+  // to round (A B C, B C A, ...), so nobody always runs first after the previous case.
   const interleaved = async (entries) => {
     const results = entries.map(() => []);
     for (let r = 0; r < runs; r++) {
-      // The order rotates from round to round (A B C, B C A, ...): nobody always runs first after
-      // the previous case or right after the slowest contender.
       const order = entries.map((_, k) => (k + r) % entries.length);
       for (const i of order) {
         const e = entries[i];

@@ -80,12 +80,11 @@ export function targets(results) {
       if (!c) return;
       const f = FIGURES.find((x) => x.key === key);
       const fc = figuresOf(c);
-      const fo = mine;
-      const r = ratio(f, fo[key].median, fc[key].median);
+      const r = ratio(f, mine[key].median, fc[key].median);
       if (!Number.isFinite(r)) return;
       // Judged on the medians; the best runs' ratio is shown beside it, since a neighbour on a
       // shared machine only ever slows a run down.
-      const best = ratio(f, fo[key].best, fc[key].best);
+      const best = ratio(f, mine[key].best, fc[key].best);
       out.push({ group, target: `${what} >= ${min}x ${NAMES[name]}`, value: `${r.toFixed(2)}x${Number.isFinite(best) ? ` (best runs ${best.toFixed(2)}x)` : ''}`, pass: r >= min });
     };
     const tool = ours.workload === 'text' ? 'llama-bench' : 'mtmd-cli';

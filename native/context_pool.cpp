@@ -64,9 +64,9 @@ llama_context* ContextPool::CreateLocked() {
   p.no_perf = true;
   ctx_.reset(llama_init_from_model(model_->model.get(), p));
   if (!ctx_) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
+  step_batch_ = std::make_unique<BatchOwner>(int32_t(n_seq));  // at most one step per sequence
   // Without a pool of its own, ggml starts and joins the worker threads for every graph, i.e.
   // every token.
-  step_batch_ = std::make_unique<BatchOwner>(int32_t(n_seq));  // at most one step per sequence
   threadpool_ = NewCpuThreadpool(key_.threads);
   if (threadpool_) llama_attach_threadpool(ctx_.get(), threadpool_.get(), nullptr);
   std::lock_guard<std::mutex> lock(mu_);
