@@ -115,7 +115,9 @@ async function runAll() {
       for (const i of order) {
         const e = entries[i];
         if (r >= (e.maxRuns ?? runs)) continue;
-        results[i].push(await measure(`${e.c.group} ${e.c.contender}, run ${r + 1} of ${runs}`, () => e.fn({ ...e.settings, runs: 1 })));
+        const part = await measure(`${e.c.group} ${e.c.contender}, run ${r + 1} of ${runs}`, () => e.fn({ ...e.settings, runs: 1 }));
+        for (const run of part.runs ?? []) run.round = r;  // the targets pair ours with each contender round by round
+        results[i].push(part);
       }
     }
     entries.forEach((e, i) => cases.push({ ...e.c, ...mergeRuns(results[i]) }));

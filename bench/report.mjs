@@ -66,7 +66,43 @@ function tokensNote(c) {
   return `${p}+${g}`;
 }
 
-/** The pass/fail list of the issue's targets, from the medians. */
+// Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal one
+// with its first correction term (within 0.002 of the exact value).
+const T95 = [NaN, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131,
+  2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042];
+function t95(df) {
+  if (df < T95.length) return T95[df];
+  const z = 1.96;
+  return z + (z ** 3 + z) / (4 * df);
+}
+
+/**
+ * Ours against a contender round by round: the contenders of a case run in turns, so the runs of
+ * one round shared the machine's speed of that minute, and their ratio cancels most of its drift.
+ * Gives the geometric mean of those ratios and its 95 % confidence interval (t on the logs).
+ */
+export function pairedRatio(f, mine, theirs) {
+  const byRound = (runs) => new Map((runs ?? []).map((r, i) => [r.round ?? i, r[f.key]]));
+  const a = byRound(mine), b = byRound(theirs);
+  const logs = [];
+  for (const [round, x] of a) {
+    const r = ratio(f, x, b.get(round));
+    if (Number.isFinite(r)) logs.push(Math.log(r));
+  }
+  const n = logs.length;
+  if (n === 0) return { n, mean: NaN, lo: NaN, hi: NaN };
+  const m = logs.reduce((s, x) => s + x, 0) / n;
+  if (n < 2) return { n, mean: Math.exp(m), lo: NaN, hi: NaN };
+  const sd = Math.sqrt(logs.reduce((s, x) => s + (x - m) ** 2, 0) / (n - 1));
+  const half = (t95(n - 1) * sd) / Math.sqrt(n);
+  return { n, mean: Math.exp(m), lo: Math.exp(m - half), hi: Math.exp(m + half) };
+}
+
+/**
+ * The pass/fail list of the issue's targets, judged on the paired ratios: pass when the whole
+ * 95 % interval clears the target, fail when it lies wholly below, and "unsettled" when the
+ * target is inside it (this machine's noise is larger than the margin; more rounds narrow it).
+ */
 export function targets(results) {
   const out = [];
   const groups = groupsOf(results.cases);
@@ -75,17 +111,16 @@ export function targets(results) {
     const ours = cs.find((c) => c.contender === 'ours' && !c.error);
     if (!ours) continue;
     const fo = figuresOf(ours);
-    const vs = (name, key, min, what, mine = fo) => {
+    const vs = (name, key, min, what, mine = ours) => {
       const c = cs.find((x) => x.contender === name && !x.error);
       if (!c) return;
       const f = FIGURES.find((x) => x.key === key);
-      const fc = figuresOf(c);
-      const r = ratio(f, mine[key].median, fc[key].median);
-      if (!Number.isFinite(r)) return;
-      // Judged on the medians; the best runs' ratio is shown beside it, since a neighbour on a
-      // shared machine only ever slows a run down.
-      const best = ratio(f, mine[key].best, fc[key].best);
-      out.push({ group, target: `${what} >= ${min}x ${NAMES[name]}`, value: `${r.toFixed(2)}x${Number.isFinite(best) ? ` (best runs ${best.toFixed(2)}x)` : ''}`, pass: r >= min });
+      const p = pairedRatio(f, mine.runs, c.runs);
+      if (!Number.isFinite(p.mean)) return;
+      const medians = ratio(f, figuresOf(mine)[key].median, figuresOf(c)[key].median);
+      const interval = Number.isFinite(p.lo) ? ` [${p.lo.toFixed(3)}, ${p.hi.toFixed(3)}]` : '';
+      const pass = !Number.isFinite(p.lo) ? p.mean >= min : p.lo >= min ? true : p.hi < min ? false : 'unsettled';
+      out.push({ group, target: `${what} >= ${min}x ${NAMES[name]}`, value: `${p.mean.toFixed(3)}x${interval} over ${p.n} rounds (medians ${medians.toFixed(2)}x)`, pass });
     };
     const tool = ours.workload === 'text' ? 'llama-bench' : 'mtmd-cli';
     vs(tool, 'decodeTokS', 0.98, 'decode');
@@ -97,8 +132,8 @@ export function targets(results) {
       // Both peers' numbers come from their prebuilt binaries; so does this pair of ours.
       const pre = cs.find((c) => c.contender === 'ours-prebuild' && !c.error);
       if (pre) {
-        vs('node-llama-cpp', 'decodeTokS', 1.0, 'prebuild decode', figuresOf(pre));
-        vs('node-llama-cpp', 'prefillTokS', 1.0, 'prebuild prefill', figuresOf(pre));
+        vs('node-llama-cpp', 'decodeTokS', 1.0, 'prebuild decode', pre);
+        vs('node-llama-cpp', 'prefillTokS', 1.0, 'prebuild prefill', pre);
       }
     }
     const worstLag = fo.lagP99Ms.worst;
@@ -148,8 +183,11 @@ function textTable(results) {
   return lines.join('\n');
 }
 
+const VERDICT_TEXT = { true: 'PASS', false: 'FAIL', unsettled: 'UNSETTLED', null: 'NOTE' };
+const VERDICT_MD = { true: 'pass', false: '**FAIL**', unsettled: 'unsettled', null: 'note' };
+
 function targetLines(list) {
-  return list.map((t) => `${t.pass === null ? 'NOTE' : t.pass ? 'PASS' : 'FAIL'}  ${pad(t.group, 18)} ${pad(t.target, 44)} ${t.value}`).join('\n');
+  return list.map((t) => `${pad(VERDICT_TEXT[String(t.pass)], 9)} ${pad(t.group, 18)} ${pad(t.target, 44)} ${t.value}`).join('\n');
 }
 
 function growthText(g) {
@@ -318,9 +356,16 @@ ours/theirs, milliseconds and MiB theirs/ours).
 ${mdTable(results)}
 ## Targets
 
+Each ratio against a contender is the geometric mean of the ratios of the runs that shared a
+round, with its 95 % confidence interval in brackets (Student's t on the logs of the ratios), and
+the ratio of the medians beside it. A target passes when the whole interval clears it, fails when
+the whole interval is below it, and is *unsettled* when it lies inside: a shared or virtual
+machine's speed drifts by several percent from minute to minute, more than the 2 % some targets
+leave, and only more rounds (\`--runs\`) narrow the interval.
+
 | case | target | value | |
 |---|---|---|---|
-${t.map((x) => `| ${x.group} | ${x.target} | ${x.value} | ${x.pass === null ? 'note' : x.pass ? 'pass' : '**FAIL**'} |`).join('\n')}
+${t.map((x) => `| ${x.group} | ${x.target} | ${x.value} | ${VERDICT_MD[String(x.pass)]} |`).join('\n')}
 
 Memory, from llama.cpp's and libmtmd's own log lines (MiB; "weights" counts the mapped file and
 the copy llama.cpp repacks for its AVX kernels, which both stay resident):
