@@ -25,8 +25,8 @@ import * as mtmdCli from './contenders/mtmd-cli.mjs';
 import { torchEncode } from './torch-reference.mjs';
 
 const CONTENDERS = ['ours', 'ours-prebuild', 'llama-bench', 'mtmd-cli', 'fugood', 'node-llama-cpp', 'torch'];
-// @fugood/llama.node takes a minute or more per image run and is 3-10x behind: 3 runs settle
-// that, and the rounds after them go to the close comparisons.
+// @fugood/llama.node takes a minute or more per image run and is 3-10x behind, the PyTorch
+// reference 50x: 3 runs settle that, and the rounds after them go to the close comparisons.
 const PEER_RUNS = 3;
 const { values } = parseArgs({
   options: {
@@ -153,7 +153,7 @@ async function runAll() {
     if (only.has('ours')) await attempt({ group, quant, workload: 'blip2', contender: 'ours' }, () => ours(image).then(withProjector));
     if (only.has('torch')) {
       await attempt({ group, quant, workload: 'blip2', contender: 'torch' }, async () => {
-        const t = await torchEncode({ threads, runs: Math.max(1, runs), outputLength: 2048 });
+        const t = await torchEncode({ threads, runs: Math.max(1, Math.min(runs, PEER_RUNS)), outputLength: 2048 });
         if (!t) throw new Error('python3 with torch is not available');
         return { runs: [{ encodeMs: t.ms }], extrapolated: t };
       });

@@ -400,11 +400,17 @@ const NOTES = `## Notes
   thread it has just woken wants it; waking JS once per 32 tokens instead cut it to 0.02 ms. It is
   Node-API's only way to wake JS from another thread (libuv directly would not link against
   Node-API's import library on Windows), and a stream must deliver every token as it comes.
-- \`--only ...,ours-prebuild\` adds a row for the prebuilt addon (\`npm run prebuild\`: ggml's CPU
-  variants, here its zen4 library, like node-llama-cpp's prebuilt binaries) beside the local build
-  (\`-march=native\`, like llama.cpp's tools here). In a text-only run of 2026-11-25 00:04 (5 runs)
-  the two were within noise of each other (prefill 1.00x / 0.99x, decode 0.99x / 0.99x for Q4_0 /
-  Q8_0), so the rows above compare like with like whichever the user installs.
+- The \`minigpt-node prebuild\` row (there when \`npm run prebuild\` has made one for this version) is
+  the addon \`npm install\` gives users: ggml's CPU variants, here its zen4 library, the way
+  node-llama-cpp ships them. The \`minigpt-node\` row is the local build (\`-march=native\`, like
+  llama.cpp's tools here). Paired round by round in the 20-round run of 2026-11-25 00:46, the
+  prebuild's prefill was 1.02x the local build's for both quants and its decode 1.03x / 1.00x
+  (Q4_0 / Q8_0); against llama-bench the prebuild's prefill was 1.00x / 0.99x, its decode
+  1.01x / 1.02x.
+- node-llama-cpp's prefill was ahead of llama-bench's own in that run: llama-bench / node-llama-cpp
+  0.98x [0.96, 1.00] for both quants, 20 paired rounds. Its binaries are another llama.cpp release
+  built by its own toolchain; no binding evaluates a prompt faster than the llama.cpp inside it, so
+  ours can only reach that figure with a llama.cpp that does.
 - Prompt sizes are matched token for token: the bindings evaluate BOS + 128 prompt tokens, so
   llama-bench runs pp129. It matters beyond the 1/128: the repacked Q4_0 kernels take four rows at
   a time, so the 129th row goes through the one-row path, and llama-bench's own pp129 is about 3 %
