@@ -49,7 +49,11 @@ test(`${N} sessions streaming at once give the tokens each gives alone`, async (
   for (const s of sessions) assert.equal(s.stats.contextSize, 512, 'each session has the context size it asked for');
 
   // No stream starves: while every stream is still running, between two tokens of one session
-  // the others deliver at most a few rounds of tokens (one round is a token from each).
+  // the others deliver at most a few rounds of tokens (one round is a token from each). This is
+  // the order JS receives them in, which is burstier than the order they are made in: with 16
+  // loop threads and 2 compute threads on 2 cores, the JS thread drains each stream's queue a
+  // few tokens at a time (gaps of 23-59 seen here in a dozen runs). A stream left out of the
+  // batches would wait for the others' 32 tokens each, i.e. hundreds.
   const lastOf = (i) => order.lastIndexOf(i);
   const allRunningUntil = Math.min(...sessions.map((_, i) => lastOf(i)));
   let worst = 0;
@@ -61,7 +65,7 @@ test(`${N} sessions streaming at once give the tokens each gives alone`, async (
       prev = k;
     }
   }
-  assert.ok(worst <= 3 * N, `a session waited for ${worst} tokens of the others`);
+  assert.ok(worst <= 6 * N, `a session waited for ${worst} tokens of the others`);
   await Promise.all(sessions.map((s) => s.dispose()));
 });
 
