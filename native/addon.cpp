@@ -4,6 +4,10 @@
 #include <mutex>
 #include <thread>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "abort_flag.h"
 #include "backends.h"
 #include "embedding.h"
@@ -43,7 +47,8 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   DefineAddon(exports, {InstanceMethod<&Addon::SetErrorFactory>("setErrorFactory"),
                         InstanceMethod<&Addon::LoadModel>("loadModel"),
                         InstanceMethod<&Addon::SystemInfo>("systemInfo"),
-                        InstanceMethod<&Addon::LoadBackend>("loadBackend")});
+                        InstanceMethod<&Addon::LoadBackend>("loadBackend"),
+                        InstanceMethod<&Addon::NativeHeap>("nativeHeap")});
   exports.Set("AbortFlag", abort_flag);
   exports.Set("llamaCommit", MINIGPT_LLAMA_COMMIT);
   exports.Set("napiVersion", NAPI_VERSION);
@@ -154,6 +159,21 @@ Napi::Value Addon::SystemInfo(const Napi::CallbackInfo& info) {
   o.Set("cpuBackend", cpu_info);
   o.Set("addonPath", LibraryPathOf(reinterpret_cast<const void*>(&LoadBundledBackends)));
   return o;
+}
+
+// nativeHeap(): the bytes malloc has handed out and not had back, for leak checks. RSS cannot
+// tell: glibc keeps freed memory in its arenas. null where the C library does not say.
+Napi::Value Addon::NativeHeap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 m = mallinfo2();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("inUse", double(m.uordblks));  // arena chunks in use
+  o.Set("mapped", double(m.hblkhd));   // blocks large enough to get an mmap of their own
+  return o;
+#else
+  return env.Null();
+#endif
 }
 
 // loadBackend(path): registers one more ggml backend library (an optional GPU package's).

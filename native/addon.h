@@ -29,6 +29,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value LoadModel(const Napi::CallbackInfo& info);
   Napi::Value SystemInfo(const Napi::CallbackInfo& info);
   Napi::Value LoadBackend(const Napi::CallbackInfo& info);
+  Napi::Value NativeHeap(const Napi::CallbackInfo& info);
 
   Napi::FunctionReference error_factory_;
 };

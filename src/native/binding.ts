@@ -131,6 +131,8 @@ export interface Binding {
     addonPath: string;
   };
   loadBackend(path: string): void;
+  /** malloc's bytes in use (glibc only; null elsewhere): for leak checks, where RSS also counts what glibc keeps. */
+  nativeHeap(): { inUse: number; mapped: number } | null;
   AbortFlag: new () => NativeAbortFlag;
   llamaCommit: string;
   napiVersion: number;

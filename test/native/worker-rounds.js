@@ -1,6 +1,8 @@
 // Child process of workers.test.js: N rounds of a worker that loads a model, encodes an image,
-// starts streaming and is terminated; prints RSS after the warm-up and after the rounds.
+// starts streaming and is terminated; prints RSS and malloc's bytes in use after the warm-up
+// and after the rounds.
 import { Worker } from 'node:worker_threads';
+import { binding } from '../../dist/native/binding.js';
 
 const [modelPath, projector, image, warmup, rounds] = process.argv.slice(2);
 const script = new URL('./worker-stream.js', import.meta.url);
@@ -12,7 +14,11 @@ async function round() {
   await worker.terminate();
 }
 
+const heap = () => {
+  const h = binding().nativeHeap();
+  return h ? h.inUse + h.mapped : null;
+};
 for (let i = 0; i < Number(warmup); i++) await round();
-const baseline = process.memoryUsage().rss;
+const baseline = process.memoryUsage().rss, heapBaseline = heap();
 for (let i = 0; i < Number(rounds); i++) await round();
-process.stdout.write(JSON.stringify({ baseline, after: process.memoryUsage().rss }) + '\n');
+process.stdout.write(JSON.stringify({ baseline, after: process.memoryUsage().rss, heapBaseline, heapAfter: heap() }) + '\n');

@@ -59,14 +59,22 @@ test('20 rounds of worker load / stream / terminate do not grow memory', async (
   // In a child process of its own, with glibc limited to 2 malloc arenas: by default every new
   // thread may get an arena that glibc keeps, which makes RSS step up by tens of MB with no leak.
   // The mmap threshold is pinned too: glibc raises it to the size of each large block freed, after
-  // which a worker's multi-MB buffers come from the arenas and stay there as free memory (seen:
-  // 7-11 % RSS growth in 20 rounds now and then, the arenas 63 -> 91 MB over 150 rounds, while the
-  // bytes in use, mallinfo2's uordblks, stayed within 0.7 MB of the start).
+  // which a worker's multi-MB buffers come from the arenas and stay there as free memory.
   const { stdout } = await run(process.execPath, [join(root, 'test', 'native', 'worker-rounds.js'), fx.model, fx.projector, fx.images.png, '10', '20'], {
     env: { ...process.env, MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' },
   });
-  const { baseline, after } = JSON.parse(stdout);
+  const { baseline, after, heapBaseline, heapAfter } = JSON.parse(stdout);
   const grown = after / baseline;
   t.diagnostic(`RSS ${(baseline / 1048576).toFixed(0)} MB after 10 warm-up rounds, ${((grown - 1) * 100).toFixed(1)}% change over the next 20`);
-  assert.ok(grown < 1.1, `RSS grew ${((grown - 1) * 100).toFixed(1)}% over 20 rounds`);
+  if (heapBaseline === null) {
+    assert.ok(grown < 1.1, `RSS grew ${((grown - 1) * 100).toFixed(1)}% over 20 rounds`);
+    return;
+  }
+  // Where glibc says what it has handed out, that decides: RSS still moves by 5-8 % either way
+  // from what the arenas keep (seen: in use +0.35 MB over 20 rounds and +0.7 MB over 60 or 150,
+  // i.e. caches that fill once; RSS -2 % to +8 %). A leak of 50 kB a round fails it.
+  const heapGrowth = (heapAfter - heapBaseline) / 1048576;
+  t.diagnostic(`malloc in use ${(heapBaseline / 1048576).toFixed(2)} MB after the warm-up, ${heapGrowth.toFixed(2)} MB more after 20 rounds`);
+  assert.ok(heapGrowth < 1, `malloc's bytes in use grew by ${heapGrowth.toFixed(2)} MB over 20 rounds`);
+  assert.ok(grown < 1.25, `RSS grew ${((grown - 1) * 100).toFixed(1)}% over 20 rounds`);
 });
