@@ -284,6 +284,25 @@ function mdGrowth(g) {
   return out.join('\n');
 }
 
+// Pairs that do not involve the local build of ours, paired by round like the targets.
+const OTHER_PAIRS = [['ours-prebuild', 'ours'], ['ours-prebuild', 'llama-bench'], ['llama-bench', 'node-llama-cpp'], ['ours-prebuild', 'node-llama-cpp']];
+
+function mdOtherPairs(results) {
+  const rows = [];
+  const cell = (p) => (Number.isFinite(p.lo) ? `${p.mean.toFixed(3)}x [${p.lo.toFixed(3)}, ${p.hi.toFixed(3)}]` : '—');
+  for (const [group, cs] of groupsOf(results.cases)) {
+    for (const [a, b] of OTHER_PAIRS) {
+      const ca = cs.find((c) => c.contender === a && !c.error), cb = cs.find((c) => c.contender === b && !c.error);
+      if (!ca || !cb) continue;
+      const [prefill, decode] = ['prefillTokS', 'decodeTokS'].map((key) => pairedRatio(FIGURES.find((f) => f.key === key), ca.runs, cb.runs));
+      rows.push(`| ${group} | ${NAMES[a]} / ${NAMES[b]} | ${cell(prefill)} | ${cell(decode)} | ${prefill.n} |`);
+    }
+  }
+  if (!rows.length) return '';
+  return '### Other pairs\n\nThe same paired ratios (geometric mean [95 % interval]) between contenders other than the local build of ours.\n\n' +
+    '| case | pair | prefill | decode | rounds |\n|---|---|---:|---:|---:|\n' + rows.join('\n') + '\n';
+}
+
 function mdLoad(load) {
   if (!load) return '';
   if (load.error) return `### Load time\n\nfailed: ${load.error}\n`;
@@ -367,6 +386,7 @@ leave, and only more rounds (\`--runs\`) narrow the interval.
 |---|---|---|---|
 ${t.map((x) => `| ${x.group} | ${x.target} | ${x.value} | ${VERDICT_MD[String(x.pass)]} |`).join('\n')}
 
+${mdOtherPairs(results)}
 Memory, from llama.cpp's and libmtmd's own log lines (MiB; "weights" counts the mapped file and
 the copy llama.cpp repacks for its AVX kernels, which both stay resident):
 
@@ -403,14 +423,10 @@ const NOTES = `## Notes
 - The \`minigpt-node prebuild\` row (there when \`npm run prebuild\` has made one for this version) is
   the addon \`npm install\` gives users: ggml's CPU variants, here its zen4 library, the way
   node-llama-cpp ships them. The \`minigpt-node\` row is the local build (\`-march=native\`, like
-  llama.cpp's tools here). Paired round by round in the 20-round run of 2026-11-25 00:46, the
-  prebuild's prefill was 1.02x the local build's for both quants and its decode 1.03x / 1.00x
-  (Q4_0 / Q8_0); against llama-bench the prebuild's prefill was 1.00x / 0.99x, its decode
-  1.01x / 1.02x.
-- node-llama-cpp's prefill was ahead of llama-bench's own in that run: llama-bench / node-llama-cpp
-  0.98x [0.96, 1.00] for both quants, 20 paired rounds. Its binaries are another llama.cpp release
-  built by its own toolchain; no binding evaluates a prompt faster than the llama.cpp inside it, so
-  ours can only reach that figure with a llama.cpp that does.
+  llama.cpp's tools here). "Other pairs" above compares the two, and the prebuild with llama-bench.
+- node-llama-cpp's binaries are another llama.cpp release built by its own toolchain; no binding
+  evaluates a prompt faster than the llama.cpp inside it, so "Other pairs" also gives llama-bench
+  against node-llama-cpp: the part of a gap to node-llama-cpp that is not the binding's.
 - Prompt sizes are matched token for token: the bindings evaluate BOS + 128 prompt tokens, so
   llama-bench runs pp129. It matters beyond the 1/128: the repacked Q4_0 kernels take four rows at
   a time, so the 129th row goes through the one-row path, and llama-bench's own pp129 is about 3 %
