@@ -98,8 +98,8 @@ async function runAll() {
   const attempt = async (c, fn) => cases.push({ ...c, ...(await measure(`${c.group} ${c.contender}`, fn)) });
   const ours = (s) => runNode('ours.mjs', s, { env: { MINIGPT_LOG: 'info' } }).then((r) => ({ ...r, buffers: llamaBuffers(r.stderr) }));
   // What \`npm install\` gives a user: the prebuilt addon with ggml's CPU variants (the same set
-  // node-llama-cpp ships), where the local build is compiled with -march=native like llama.cpp's
-  // tools here. Only when \`npm run prebuild\` has made one for this version.
+  // node-llama-cpp ships), where the local build is compiled with -march=native (tuned generically)
+  // like llama.cpp's tools here. Only when \`npm run prebuild\` has made one for this version.
   const prebuild = prebuildBinary();
   if (!prebuild) only.delete('ours-prebuild');
   const oursPrebuild = (s) => runNode('ours.mjs', s, { env: { MINIGPT_NODE_BINARY: prebuild } });

@@ -405,7 +405,14 @@ const NOTES = `## Notes
   baseline x86-64 (objdump finds no AVX/ymm instructions in it), so its matrix products run on SSE
   only; node-llama-cpp ships one CPU library per micro-architecture and picks the best at run time.
   Ours and llama.cpp's tools are built from the same source with \`GGML_NATIVE=ON\` and ggml's own
-  thread pool (\`GGML_OPENMP=OFF\`).
+  thread pool (\`GGML_OPENMP=OFF\`); on x86 the CPU code is tuned generically (\`-mtune=generic\`
+  beside \`-march=native\`), like the prebuilt variants.
+- Found and fixed with this benchmark: \`-march=native\` also tunes for the CPU, and Debian's GCC 12
+  tunes this Zen 4 EPYC as Zen 3; its code for the repacked Q4_0 matmul shuttles values between
+  general and vector registers (85 \`vmovq\` in the kernel against 9), and the local build's prefill
+  was 3.4 % behind the same build tuned generically ([1.9 %, 5.0 %], 10 alternating rounds) and
+  2-4 % behind the prebuild and node-llama-cpp. \`perf record\` showed the same kernels in all three;
+  only their compiled code differed.
 - Found and fixed with this benchmark: with OpenMP, the libuv thread that encodes an image kept an
   OpenMP team of its own, which competed with the generation thread's team for the two cores, and
   every later decode in the process ran 30% slower (TinyLlama Q4_0 at depth 338: 31 tok/s after one
@@ -424,9 +431,11 @@ const NOTES = `## Notes
   the addon \`npm install\` gives users: ggml's CPU variants, here its zen4 library, the way
   node-llama-cpp ships them. The \`minigpt-node\` row is the local build (\`-march=native\`, like
   llama.cpp's tools here). "Other pairs" above compares the two, and the prebuild with llama-bench.
-- node-llama-cpp's binaries are another llama.cpp release built by its own toolchain; no binding
-  evaluates a prompt faster than the llama.cpp inside it, so "Other pairs" also gives llama-bench
-  against node-llama-cpp: the part of a gap to node-llama-cpp that is not the binding's.
+- node-llama-cpp's binaries are built from the same llama.cpp source as ours (its git bundle is
+  where our source comes from; it adds one model-loader patch) by its own toolchain (GCC 11.4 on
+  Ubuntu 22.04, ggml's CPU variants). No binding evaluates a prompt faster than the llama.cpp
+  inside it, so "Other pairs" also gives llama-bench against node-llama-cpp: the part of a gap to
+  node-llama-cpp that is not the binding's.
 - Prompt sizes are matched token for token: the bindings evaluate BOS + 128 prompt tokens, so
   llama-bench runs pp129. It matters beyond the 1/128: the repacked Q4_0 kernels take four rows at
   a time, so the 129th row goes through the one-row path, and llama-bench's own pp129 is about 3 %
