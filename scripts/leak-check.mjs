@@ -4,7 +4,7 @@
 // under valgrind memcheck; the XML report is parsed and every leak is attributed by its stack.
 //
 //   node scripts/leak-check.mjs [--rounds 50] [--binary PATH] [--xml FILE] [--keep] [--verbose]
-//   node scripts/leak-check.mjs --no-valgrind [--rounds 50]   # the same loop, RSS per round
+//   node scripts/leak-check.mjs --no-valgrind [--rounds 50]   # the same loop, RSS and malloc's bytes in use per round
 //
 // "Ours" is any leak whose allocation stack has a frame in the addon or the libraries it carries
 // (minigpt.node, libllama, libggml*, libmtmd). Leaks whose stacks lie wholly in node, V8, libuv,
@@ -121,6 +121,13 @@ export async function settle() {
 async function child(fixturesJson, rounds) {
   const fx = JSON.parse(await readFile(fixturesJson, 'utf8'));
   const api = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
+  const { binding } = await import(pathToFileURL(join(root, 'dist', 'native', 'binding.js')).href);
+  // malloc's own count of bytes handed out (glibc; null elsewhere or with an older addon): RSS
+  // also moves with the free space glibc keeps in its arenas, this only with what is not freed.
+  const heap = () => {
+    const h = binding().nativeHeap?.() ?? null;
+    return h ? h.inUse + h.mapped : null;
+  };
   // sharp's own libvips operation cache (up to 50 MB and 100 operations by default) fills over
   // the first rounds; it is sharp's, bounded, and not what is measured here.
   (await import('sharp')).default.cache(false);
@@ -129,7 +136,7 @@ async function child(fixturesJson, rounds) {
     await leakRound(api, fx);
     await settle();
     const ms = Math.round(performance.now() - t0);
-    process.stdout.write(JSON.stringify({ round, rss: process.memoryUsage().rss, ms }) + '\n');
+    process.stdout.write(JSON.stringify({ round, rss: process.memoryUsage().rss, heap: heap(), ms }) + '\n');
   }
 }
 
@@ -265,11 +272,15 @@ async function main() {
     console.log(`  binary: ${binary ?? '(default: the local build)'}`);
     const t0 = Date.now();
     const rss = [];
+    const heap = [];
+    const mb = (bytes) => (bytes / 1048576).toFixed(1);
     const res = await runChild(cmd, args, env, (line) => {
       try {
         const r = JSON.parse(line);
         rss.push(r.rss);
-        if (o.verbose || r.round === 1 || r.round % 10 === 0) console.log(`  round ${r.round}: RSS ${(r.rss / 1048576).toFixed(1)} MB, ${r.ms} ms`);
+        heap.push(r.heap);
+        const inUse = r.heap == null ? '' : `, malloc in use ${mb(r.heap)} MB`;
+        if (o.verbose || r.round === 1 || r.round % 10 === 0) console.log(`  round ${r.round}: RSS ${mb(r.rss)} MB${inUse}, ${r.ms} ms`);
       } catch {
         console.log(`  ${line}`);
       }
@@ -282,7 +293,11 @@ async function main() {
       process.exitCode = 2;
       return;
     }
-    console.log(`  ${o.rounds} rounds in ${secs} s; RSS after round 1 ${(rss[0] / 1048576).toFixed(1)} MB, after round ${o.rounds} ${(rss.at(-1) / 1048576).toFixed(1)} MB (${(((rss.at(-1) / rss[0]) - 1) * 100).toFixed(1)}%${o.valgrind ? ', under valgrind' : ''})`);
+    console.log(`  ${o.rounds} rounds in ${secs} s; RSS after round 1 ${mb(rss[0])} MB, after round ${o.rounds} ${mb(rss.at(-1))} MB (${(((rss.at(-1) / rss[0]) - 1) * 100).toFixed(1)}%${o.valgrind ? ', under valgrind' : ''})`);
+    // Under valgrind its own allocator replaces malloc, and mallinfo2 reports nothing useful.
+    if (!o.valgrind && heap[0] != null && heap.at(-1) != null) {
+      console.log(`  malloc in use after round 1 ${mb(heap[0])} MB, after round ${o.rounds} ${mb(heap.at(-1))} MB (${heap.at(-1) >= heap[0] ? '+' : ''}${mb(heap.at(-1) - heap[0])} MB)`);
+    }
     if (!o.valgrind) return;
 
     const { table, ourLeaks, ourOther } = summarize(parseValgrindXml(await readFile(xml, 'utf8')));
