@@ -6,7 +6,7 @@
 //   npm run bench -- [--runs 5] [--threads 2] [--only ours,llama-bench,...] [--quants Q4_0,Q8_0] [--workloads text,image]
 //                    [--growth-runs 1] [--no-growth] [--no-load] [--no-blip2] [--write-docs]
 //                    [--prompt-tokens 128] [--gen-tokens 64]   (smaller for a quick check of the harness)
-//                    [--from-json FILE]   (re-print / re-write docs from a saved run)
+//                    [--from-json FILE]   (re-print / re-write docs from a saved run)  [--help]
 // BENCH_WRITE_DOCS=1 also writes docs/benchmarks.md and docs/benchmarks.svg. Every run is saved
 // to .cache/bench/last-run.json.
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -28,23 +28,36 @@ const CONTENDERS = ['ours', 'ours-prebuild', 'llama-bench', 'mtmd-cli', 'fugood'
 // @fugood/llama.node takes a minute or more per image run and is 3-10x behind, the PyTorch
 // reference 50x: 3 runs settle that, and the rounds after them go to the close comparisons.
 const PEER_RUNS = 3;
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: String(DEFAULTS.runs) },
-    threads: { type: 'string', default: String(DEFAULTS.threads) },
-    only: { type: 'string', default: CONTENDERS.join(',') },
-    quants: { type: 'string', default: 'Q4_0,Q8_0' },
-    workloads: { type: 'string', default: 'text,image' },
-    'growth-runs': { type: 'string', default: '1' },
-    'prompt-tokens': { type: 'string', default: String(DEFAULTS.promptTokens) },
-    'gen-tokens': { type: 'string', default: String(DEFAULTS.genTokens) },
-    'no-growth': { type: 'boolean' },
-    'no-load': { type: 'boolean' },
-    'no-blip2': { type: 'boolean' },
-    'write-docs': { type: 'boolean' },
-    'from-json': { type: 'string' },
-  },
-});
+const OPTIONS = {
+  runs: { type: 'string', default: String(DEFAULTS.runs) },
+  threads: { type: 'string', default: String(DEFAULTS.threads) },
+  only: { type: 'string', default: CONTENDERS.join(',') },
+  quants: { type: 'string', default: 'Q4_0,Q8_0' },
+  workloads: { type: 'string', default: 'text,image' },
+  'growth-runs': { type: 'string', default: '1' },
+  'prompt-tokens': { type: 'string', default: String(DEFAULTS.promptTokens) },
+  'gen-tokens': { type: 'string', default: String(DEFAULTS.genTokens) },
+  'no-growth': { type: 'boolean' },
+  'no-load': { type: 'boolean' },
+  'no-blip2': { type: 'boolean' },
+  'write-docs': { type: 'boolean' },
+  'from-json': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+};
+let values;
+try {
+  ({ values } = parseArgs({ options: OPTIONS }));
+} catch (err) {
+  process.stderr.write(`bench: ${err.message} (npm run bench -- --help lists the options)\n`);
+  process.exit(2);
+}
+if (values.help) {
+  // The usage is the comment at the top of this file.
+  const lines = readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1);
+  const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')));
+  process.stdout.write(header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+  process.exit(0);
+}
 
 const writeDocs = values['write-docs'] || Boolean(process.env.BENCH_WRITE_DOCS);
 let results;
