@@ -117,17 +117,22 @@ export async function settle() {
   }
 }
 
+/**
+ * malloc's own count of the bytes it has handed out and not had back, from the addon's
+ * `nativeHeap()` (glibc's mallinfo2): null elsewhere, or with an older addon that lacks it. RSS
+ * also moves with the free space glibc keeps in its arenas; this moves only with what is not freed.
+ */
+export function mallocInUse(addon) {
+  const h = addon.nativeHeap?.() ?? null;
+  return h ? h.inUse + h.mapped : null;
+}
+
 /** Child mode: the loop itself; one JSON line per round with the RSS after it. */
 async function child(fixturesJson, rounds) {
   const fx = JSON.parse(await readFile(fixturesJson, 'utf8'));
   const api = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
   const { binding } = await import(pathToFileURL(join(root, 'dist', 'native', 'binding.js')).href);
-  // malloc's own count of bytes handed out (glibc; null elsewhere or with an older addon): RSS
-  // also moves with the free space glibc keeps in its arenas, this only with what is not freed.
-  const heap = () => {
-    const h = binding().nativeHeap?.() ?? null;
-    return h ? h.inUse + h.mapped : null;
-  };
+  const heap = () => mallocInUse(binding());
   // sharp's own libvips operation cache (up to 50 MB and 100 operations by default) fills over
   // the first rounds; it is sharp's, bounded, and not what is measured here.
   (await import('sharp')).default.cache(false);

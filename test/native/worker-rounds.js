@@ -3,6 +3,7 @@
 // and after the rounds.
 import { Worker } from 'node:worker_threads';
 import { binding } from '../../dist/native/binding.js';
+import { mallocInUse } from '../../scripts/leak-check.mjs';
 
 const [modelPath, projector, image, warmup, rounds] = process.argv.slice(2);
 const script = new URL('./worker-stream.js', import.meta.url);
@@ -14,10 +15,7 @@ async function round() {
   await worker.terminate();
 }
 
-const heap = () => {
-  const h = binding().nativeHeap?.() ?? null;  // an older prebuilt addon lacks it
-  return h ? h.inUse + h.mapped : null;
-};
+const heap = () => mallocInUse(binding());
 for (let i = 0; i < Number(warmup); i++) await round();
 const baseline = process.memoryUsage().rss, heapBaseline = heap();
 for (let i = 0; i < Number(rounds); i++) await round();
