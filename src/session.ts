@@ -215,9 +215,21 @@ export class Session {
         // Disposed (while the consumer held a piece, or while we waited): the stream ends here.
         if (this.#guard.disposed) throw new DisposedError('This session');
         const batch = await generation.next();
-        for (const piece of batch.pieces) {
+        if (!Array.isArray(batch)) {
+          finished = true;
+          if (this.#guard.disposed) throw new DisposedError('This session');
+          if (batch.error) {
+            if (!answered) this.#turns.length = turnsBefore;
+            throw batch.error instanceof MinigptError && batch.error.code === 'ERR_CONTEXT_OVERFLOW'
+              ? new ContextOverflowError(batch.error.message)
+              : batch.error;
+          }
+          if (opts.signal?.aborted && !stops.stopped) throw new AbortedError('The stream was aborted', { cause: opts.signal.reason });
+          break;
+        }
+        for (let i = 0; i < batch.length; i += 2) {
           if (opts.signal?.aborted || this.#guard.disposed) break;  // nothing more reaches the consumer
-          for (const out of stops.push(piece)) {
+          for (const out of stops.push({ token: batch[i] as number, text: batch[i + 1] as string })) {
             answer += out.text;
             answered = true;
             active.atYield = true;
@@ -231,18 +243,6 @@ export class Session {
             generation.abort();
             break;
           }
-        }
-        if (batch.done) {
-          finished = true;
-          if (this.#guard.disposed) throw new DisposedError('This session');
-          if (batch.error) {
-            if (!answered) this.#turns.length = turnsBefore;
-            throw batch.error instanceof MinigptError && batch.error.code === 'ERR_CONTEXT_OVERFLOW'
-              ? new ContextOverflowError(batch.error.message)
-              : batch.error;
-          }
-          if (opts.signal?.aborted && !stops.stopped) throw new AbortedError('The stream was aborted', { cause: opts.signal.reason });
-          break;
         }
       }
       for (const out of stops.flush()) {
@@ -266,7 +266,7 @@ export class Session {
     const generation = active.generation;
     if (!generation) return Promise.resolve();
     active.drained ??= (async () => {
-      while (!(await generation.next()).done);
+      while (Array.isArray(await generation.next()));
     })();
     return active.drained;
   }

@@ -40,20 +40,19 @@ export interface NativeEmbedding {
   dispose(): void;
 }
 
-export interface NativePiece {
-  token: number;
-  text: string;
-}
+/** Pieces as they left the native loop, flat: `[token, text, token, text, ...]`. */
+export type NativePieces = Array<number | string>;
 
-export interface NativeBatch {
-  pieces: NativePiece[];
-  done: boolean;
-  stopReason?: 'eos' | 'maxTokens' | 'abort' | 'contextFull' | 'error';
+/** What `next()` resolves with once the loop has ended and every piece was delivered. */
+export interface NativeEnd {
+  done: true;
+  stopReason: 'eos' | 'maxTokens' | 'abort' | 'contextFull' | 'error';
   error?: Error;
 }
 
 export interface NativeGeneration {
-  next(): Promise<NativeBatch>;
+  /** The pieces made since the last call (waits for one), or the end. */
+  next(): Promise<NativePieces | NativeEnd>;
   abort(): void;
 }
 
