@@ -45,6 +45,19 @@ export function lagMonitor() {
 export const now = () => performance.now();
 
 /**
+ * CPU time the JS thread has used so far, ms: the main thread's own line of the scheduler's
+ * accounting (Linux /proc/self/task/<pid>/schedstat), NaN where there is none. Read twice per
+ * run, never per token: the read is a file read on the very thread it measures.
+ */
+export function jsThreadCpuMs() {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
  * The runs every Node contender makes, in order: a warm-up of the full workload (dropped, as
  * llama-bench drops its own), `runs` timed runs, then one more run of the same work with the lag
  * monitor on. The monitor's 1 ms timer wakes the JS thread a thousand times a second, and on a
@@ -63,14 +76,16 @@ export function withLag(runs, lag) {
 
 /**
  * Per-run figures from the timestamps every Node contender can take the same way:
- * t0 request made, tFirst first token seen by JS, tLast last token seen by JS.
+ * t0 request made, tFirst first token seen by JS, tLast last token seen by JS; jsCpuMs, the JS
+ * thread's CPU time from the first token to the stream's end.
  */
-export function runFigures({ t0, tFirst, tLast, promptTokens, generated, encodeMs = NaN, lag }) {
+export function runFigures({ t0, tFirst, tLast, promptTokens, generated, encodeMs = NaN, jsCpuMs = NaN, lag }) {
   return {
     encodeMs,
     ttftMs: (Number.isFinite(encodeMs) ? encodeMs : 0) + (tFirst - t0),
     prefillTokS: promptTokens / ((tFirst - t0) / 1000),
     decodeTokS: generated > 1 ? (generated - 1) / ((tLast - tFirst) / 1000) : NaN,
+    jsMsPerToken: generated > 1 ? jsCpuMs / (generated - 1) : NaN,
     promptTokens,
     generated,
     lagP99Ms: lag?.p99 ?? NaN,

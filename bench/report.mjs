@@ -9,6 +9,7 @@ const FIGURES = [
   { key: 'decodeTokS', label: 'decode tok/s', lower: false, digits: 2 },
   { key: 'peakRssMiB', label: 'peak RSS MiB', lower: true, digits: 0, perProcess: true },
   { key: 'lagP99Ms', label: 'loop lag p99 ms', lower: true, digits: 2 },
+  { key: 'jsMsPerToken', label: 'JS CPU ms/token', lower: true, digits: 3 },
 ];
 
 export const NAMES = {
@@ -367,6 +368,11 @@ ours/theirs, milliseconds and MiB theirs/ours).
   thread a thousand times a second, which on 2 cores takes time from the compute threads, so the
   rates come from runs without it (for ours and node-llama-cpp; @fugood/llama.node's runs are
   timed with it on).
+- **JS CPU ms/token**: the JS thread's CPU time (Linux's per-thread accounting,
+  \`/proc/self/task/<pid>/schedstat\`) from the first token to the stream's end, per decoded token:
+  what handing the tokens to JS costs the thread an app runs everything else on. Where every core
+  computes, it comes out of decode too (see Notes). Not for @fugood/llama.node, whose timed runs
+  carry the lag monitor's thousand wake-ups a second.
 - Every run's token counts are printed (prompt+generated) and checked: greedy decoding of these
   weights never picks EOS (its output row is zero), and every contender must give ${m.genTokens}.
 

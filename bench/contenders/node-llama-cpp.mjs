@@ -4,7 +4,7 @@
 //
 // Settings: model, promptTokens, genTokens, runs, threads, ctx.
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
-import { emit, lagMonitor, now, runFigures, schedule, settings, withLag } from '../child.mjs';
+import { emit, jsThreadCpuMs, lagMonitor, now, runFigures, schedule, settings, withLag } from '../child.mjs';
 import { promptText } from '../workload.mjs';
 
 const s = settings();
@@ -24,16 +24,17 @@ let lagged;
 for (const run of schedule(s.runs)) {
   await sequence.clearHistory();
   const tokens = [model.tokens.bos, ...model.tokenize(promptText(s.promptTokens, run.index))];
-  let tFirst = NaN, tLast = NaN, generated = 0;
+  let tFirst = NaN, tLast = NaN, cpuFirst = NaN, generated = 0;
   if (run.lag) lag.start();
   const start = now();
   // evaluate() yields the greedy token after each step and never stops by itself (EOS included).
   for await (const _token of sequence.evaluate(tokens, { temperature: 0 })) {
     tLast = now();
-    if (Number.isNaN(tFirst)) tFirst = tLast;
+    if (Number.isNaN(tFirst)) [tFirst, cpuFirst] = [tLast, jsThreadCpuMs()];
     if (++generated >= s.genTokens) break;
   }
+  const jsCpuMs = jsThreadCpuMs() - cpuFirst;
   if (run.lag) lagged = lag.stop();
-  if (!run.warm && !run.lag) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: tokens.length, generated }));
+  if (!run.warm && !run.lag) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: tokens.length, generated, jsCpuMs }));
 }
 emit({ loadMs, runs: withLag(runs, lagged), binary: llama.buildType, gpu: llama.gpu });

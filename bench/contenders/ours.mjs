@@ -4,7 +4,7 @@
 // Settings: model, projector, pictures, workload ('text' | 'image', or 'load' | 'load-image' to
 // load and exit), promptTokens, genTokens, images, runs, threads, ctx.
 import { loadModel } from '../../dist/index.js';
-import { emit, lagMonitor, now, runFigures, schedule, settings, withLag } from '../child.mjs';
+import { emit, jsThreadCpuMs, lagMonitor, now, runFigures, schedule, settings, withLag } from '../child.mjs';
 import { promptText, imagePromptParts } from '../workload.mjs';
 
 const s = settings();
@@ -33,16 +33,17 @@ for (const run of schedule(s.runs)) {
   } else {
     content = promptText(s.promptTokens, run.index);
   }
-  let tFirst = NaN, tLast = NaN;
+  let tFirst = NaN, tLast = NaN, cpuFirst = NaN;
   if (run.lag) lag.start();
   const start = now();
   for await (const _piece of session.stream(content, { maxTokens: s.genTokens, temperature: 0 })) {
     tLast = now();
-    if (Number.isNaN(tFirst)) tFirst = tLast;
+    if (Number.isNaN(tFirst)) [tFirst, cpuFirst] = [tLast, jsThreadCpuMs()];
   }
+  const jsCpuMs = jsThreadCpuMs() - cpuFirst;
   if (run.lag) lagged = lag.stop();
   const st = session.stats;
   for (const e of embeddings) await e.dispose();
-  if (!run.warm && !run.lag) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: st.evaluatedTokens, generated: st.generatedTokens, encodeMs }));
+  if (!run.warm && !run.lag) runs.push(runFigures({ t0: start, tFirst, tLast, promptTokens: st.evaluatedTokens, generated: st.generatedTokens, encodeMs, jsCpuMs }));
 }
 emit({ loadMs, runs: withLag(runs, lagged) });
