@@ -126,7 +126,7 @@ void ContextPool::DecodeBatch(std::vector<Step*>& steps) {
   const int32_t rc = llama_decode(ctx, step_batch_->batch);
   for (size_t i = 0; i < steps.size(); ++i) {
     steps[i]->rc = rc;
-    if (rc == 0) steps[i]->next = llama_sampler_sample(steps[i]->sampler, ctx, int32_t(i));
+    if (rc == 0) steps[i]->next = steps[i]->sampler->Sample(ctx, int32_t(i));
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "handles.h"
 #include "model.h"
+#include "sampler.h"
 
 namespace minigpt {
 
@@ -56,7 +57,7 @@ class ContextPool {
     llama_token token;          // to evaluate
     llama_pos pos;
     llama_seq_id seq;
-    llama_sampler* sampler;     // samples the next token from this step's logits
+    TokenSampler* sampler;      // samples the next token from this step's logits
     std::atomic<bool>* abort;   // a waiting step gives up when this is raised
     // results
     int32_t rc = 0;             // llama_decode's code for the batch

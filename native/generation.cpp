@@ -25,22 +25,6 @@ size_t CompleteUtf8Prefix(const std::string& s) {
   return n;
 }
 
-SamplerPtr MakeSampler(const SamplingOptions& o, const llama_vocab* vocab) {
-  SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
-  if (o.repeat_penalty != 1.0f && o.repeat_last_n != 0)
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), o.repeat_last_n, o.repeat_penalty, 0.0f, 0.0f));
-  if (o.temperature <= 0.0f) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
-    return chain;
-  }
-  if (o.top_k > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(o.top_k));
-  if (o.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(o.top_p, 1));
-  if (o.min_p > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(o.min_p, 1));
-  llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(o.temperature));
-  llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(o.seed));
-  return chain;
-}
-
 class Aborted {};
 
 void CheckDecode(int32_t rc, const LogErrorScope& log, const std::atomic<bool>& abort) {
@@ -125,7 +109,7 @@ void GenerationCore::Run() {
     llama_pos total = 0;
     for (const auto& it : items) total += it.n_pos();
 
-    SamplerPtr sampler = MakeSampler(request.sampling, vocab);
+    TokenSampler sampler(request.sampling, vocab);
     llama_token token = -1;  // the first generated token, sampled right after the prompt
     uint32_t n_ctx = 0;
     // The prompt goes in one batch-sized piece at a time, each with the context to itself; between
@@ -189,7 +173,7 @@ void GenerationCore::Run() {
       committed = s.n_past;
       i = j;
       // The logits are this session's only while it holds the context.
-      if (i == items.size() && request.max_tokens > 0) token = llama_sampler_sample(sampler.get(), ctx, -1);
+      if (i == items.size() && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
     }
     {
       std::lock_guard<std::mutex> lock(s.stats_mu);
@@ -215,7 +199,7 @@ void GenerationCore::Run() {
       }
       if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
       if (uint32_t(s.n_past) + 1 >= n_ctx) { reason = "contextFull"; break; }
-      ContextPool::Step step{token, s.n_past, seq, sampler.get(), &abort};
+      ContextPool::Step step{token, s.n_past, seq, &sampler, &abort};
       pool.Run(step);
       if (step.aborted) { reason = "abort"; break; }
       try {

@@ -14,19 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include "sampler.h"
 #include "session.h"
 
 namespace minigpt {
-
-struct SamplingOptions {
-  float temperature = 0.8f;  // <= 0: greedy
-  int32_t top_k = 40;
-  float top_p = 0.95f;
-  float min_p = 0.05f;
-  float repeat_penalty = 1.0f;
-  int32_t repeat_last_n = 64;
-  uint32_t seed = 0xFFFFFFFFu;  // LLAMA_DEFAULT_SEED: random
-};
 
 struct GenerationRequest {
   std::vector<PromptPart> parts;
