@@ -427,12 +427,17 @@ const NOTES = `## Notes
 - llama-bench is the ceiling for a binding: no tokenizer, no sampler beyond the graph, no JS. Our
   prefill and decode are timed in JS around the public API, so they include tokenizing, the chat
   template (image cases), sampling, moving each token across threads and the async iterator.
-  Measured with timers in the decode loop (a one-off build, not the shipped code), each decoded
-  token costs 0.07 ms of sampling and 0.18 ms to hand the token to JS, about 1.1 % of a 22 ms step:
-  the hand-over is Node-API's thread-safe function, whose lock the loop still holds when the JS
-  thread it has just woken wants it; waking JS once per 32 tokens instead cut it to 0.02 ms. It is
-  Node-API's only way to wake JS from another thread (libuv directly would not link against
-  Node-API's import library on Windows), and a stream must deliver every token as it comes.
+  Measured with timers in the decode loop (a one-off build, not the shipped code; TinyLlama Q4_0,
+  2 threads, 16.3 ms steps): \`llama_decode\` itself takes as long in our process as in
+  llama-bench's (16.2-16.6 ms a step in both); what a step adds around it is the sampling (0.04 ms
+  through llama.cpp's sampler chain, which copies all 32,000 logits into a candidate array for a
+  greedy pick; greedy now takes the argmax of the logits row directly) and 0.12-0.15 ms from the end
+  of sampling to the next \`llama_decode\`. That last part is the JS thread: woken for each token
+  (Node-API's thread-safe function, its only way to wake JS from another thread), it takes the core
+  the loop thread runs on, since both cores are computing; woken once per 16 tokens instead, the
+  gap is 0.01 ms. The JS thread's own CPU time per token is the "JS CPU ms/token" column, about the
+  same 0.12 ms: on a machine whose every core computes, handing each token to JS as it comes costs
+  about 0.8 % of a step, and a stream must do that.
 - The \`minigpt-node prebuild\` row (there when \`npm run prebuild\` has made one for this version) is
   the addon \`npm install\` gives users: ggml's CPU variants, here its zen4 library, the way
   node-llama-cpp ships them. The \`minigpt-node\` row is the local build (\`-march=native\`, like

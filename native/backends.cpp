@@ -22,6 +22,8 @@ namespace {
 std::mutex registry_mu;  // ggml's registry is a plain vector: one writer at a time
 std::set<std::string> loaded_libraries;
 
+// Path helpers for the prebuild, whose CPU variants are libraries beside the addon.
+#ifdef MINIGPT_BACKEND_DL
 std::string DirectoryOf(const std::string& file) {
   const size_t slash = file.find_last_of("/\\");
   return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
@@ -31,6 +33,7 @@ std::string FileNameOf(const std::string& file) {
   const size_t slash = file.find_last_of("/\\");
   return slash == std::string::npos ? file : file.substr(slash + 1);
 }
+#endif
 
 }  // namespace
 
