@@ -6,6 +6,7 @@
 #include "backends.h"
 #include "errors.h"
 #include "log.h"
+#include "sampler.h"
 
 namespace minigpt {
 

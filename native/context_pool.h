@@ -14,9 +14,10 @@
 
 #include "handles.h"
 #include "model.h"
-#include "sampler.h"
 
 namespace minigpt {
+
+class TokenSampler;
 
 struct PoolKey {
   uint32_t n_ctx_seq = 0;  // requested tokens per session (0: min(training context, 4096))
