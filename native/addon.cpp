@@ -14,6 +14,7 @@
 #include "generation.h"
 #include "log.h"
 #include "model.h"
+#include "quantize.h"
 #include "session.h"
 #include "worker.h"
 
@@ -38,6 +39,7 @@ void InitBackendOnce() {
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
   InitBackendOnce();
+  InstallQuantizeLogHook();
   model_ctor = Napi::Persistent(NativeModel::Define(env));
   session_ctor = Napi::Persistent(NativeSession::Define(env));
   embedding_ctor = Napi::Persistent(NativeEmbedding::Define(env));
@@ -50,6 +52,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
                         InstanceMethod<&Addon::LoadBackend>("loadBackend"),
                         InstanceMethod<&Addon::NativeHeap>("nativeHeap")});
   exports.Set("AbortFlag", abort_flag);
+  exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
   exports.Set("llamaCommit", MINIGPT_LLAMA_COMMIT);
   exports.Set("napiVersion", NAPI_VERSION);
 }

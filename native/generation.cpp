@@ -1,6 +1,7 @@
 #include "generation.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "addon.h"
 #include "errors.h"
@@ -101,7 +102,7 @@ void GenerationCore::Run() {
           if (seg.block) items.push_back({-1, seg.block});
         }
       } else {
-        for (llama_token t : Tokenize(vocab, part.text, part.add_special, true)) items.push_back({t, nullptr});
+        for (llama_token t : s.model->tokenizer->Tokenize(part.text, part.add_special, true, part.plain, &abort)) items.push_back({t, nullptr});
       }
     }
     if (items.empty()) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt is empty");
@@ -119,12 +120,10 @@ void GenerationCore::Run() {
     {
       ContextPool::Exclusive ex(pool, &abort);
       llama_context* ctx = ex.ctx();
+      // llama.cpp rounds a context up to a multiple of 256; the session keeps to the size it asked for.
       n_ctx = pool.n_ctx_seq();
+      if (s.options.context_size > 0) n_ctx = std::min(n_ctx, s.options.context_size);
       n_batch = int32_t(llama_n_batch(ctx));
-      {
-        std::lock_guard<std::mutex> lock(s.stats_mu);
-        s.stats_n_ctx = n_ctx;
-      }
       if (uint64_t(total) >= n_ctx)
         throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +
                                                       std::to_string(n_ctx) + "; create the session with a larger contextSize or shorten the prompt");
@@ -181,6 +180,10 @@ void GenerationCore::Run() {
     }
 
     std::string pending;  // bytes of a character not yet complete
+    // The last token's piece while `pending` holds its unfinished character: it is sent once the
+    // character completes, or at the end with U+FFFD in place of the incomplete bytes, so every
+    // piece carries the id of a token the model produced.
+    std::optional<Piece> held;
     uint32_t generated = 0;
     std::string reason;
     for (;;) {
@@ -190,8 +193,11 @@ void GenerationCore::Run() {
       ++generated;
       pending += TokenPiece(vocab, token, false);
       size_t whole = CompleteUtf8Prefix(pending);
-      Push({token, pending.substr(0, whole)});
+      if (held) Push(std::move(*std::exchange(held, std::nullopt)));
+      Piece piece{token, pending.substr(0, whole)};
       pending.erase(0, whole);
+      if (pending.empty()) Push(std::move(piece));
+      else held = std::move(piece);
       {
         std::lock_guard<std::mutex> lock(s.stats_mu);
         s.stats.generated_tokens = generated;
@@ -216,7 +222,10 @@ void GenerationCore::Run() {
         s.stats_n_past = s.n_past;
       }
     }
-    if (!pending.empty()) Push({-1, pending});  // a stream cut inside a character: the JS string gets U+FFFD
+    if (held) {
+      held->text += "\xEF\xBF\xBD";  // U+FFFD for the bytes of a character the stream ended inside
+      Push(std::move(*held));
+    }
     Conclude(session_lock, reason);
     return;
   } catch (const Aborted&) {

@@ -15,23 +15,6 @@
 
 namespace minigpt {
 
-std::vector<llama_token> Tokenize(const llama_vocab* vocab, const std::string& text, bool add_special,
-                                  bool parse_special) {
-  if (text.size() > size_t(INT32_MAX) / 2) throw NativeError("ERR_INVALID_ARGUMENT", "text too long to tokenize");
-  std::vector<llama_token> tokens(text.size() + 2);
-  int32_t n = llama_tokenize(vocab, text.data(), int32_t(text.size()), tokens.data(), int32_t(tokens.size()),
-                             add_special, parse_special);
-  if (n == INT32_MIN) throw NativeError("ERR_INVALID_ARGUMENT", "text too long to tokenize");
-  if (n < 0) {
-    tokens.resize(size_t(-n));
-    n = llama_tokenize(vocab, text.data(), int32_t(text.size()), tokens.data(), int32_t(tokens.size()),
-                       add_special, parse_special);
-    if (n < 0) throw NativeError("ERR_NATIVE", "tokenizer output size changed between calls");
-  }
-  tokens.resize(size_t(n));
-  return tokens;
-}
-
 std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
   char small[64];
   int32_t n = llama_token_to_piece(vocab, token, small, sizeof small, 0, special);
@@ -43,6 +26,16 @@ std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special
 }
 
 namespace {
+
+// llama_tokenize asserts, ending the process, when the vocabulary says to add a BOS, EOS or
+// separator it does not have (WordPiece always adds both); every prompt starts with add_special.
+std::string MissingAddedToken(const llama_vocab* vocab) {
+  const bool wpm = llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_WPM;
+  if ((wpm || llama_vocab_get_add_bos(vocab)) && llama_vocab_bos(vocab) == LLAMA_TOKEN_NULL) return "BOS";
+  if (llama_vocab_get_add_eos(vocab) && llama_vocab_eos(vocab) == LLAMA_TOKEN_NULL) return "EOS";
+  if (wpm && llama_vocab_sep(vocab) == LLAMA_TOKEN_NULL) return "separator (SEP)";
+  return {};
+}
 
 struct ProgressRelay {
   const std::atomic<bool>* abort;
@@ -78,6 +71,10 @@ std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const 
   if (abort && abort->load()) throw NativeError("ERR_ABORTED", "model load aborted");
   if (!state->model) throw NativeError("ERR_MODEL_LOAD", "llama.cpp could not load the model " + options.path + log.Suffix());
   state->vocab = llama_model_get_vocab(state->model.get());
+  if (std::string missing = MissingAddedToken(state->vocab); !missing.empty())
+    throw NativeError("ERR_MODEL_LOAD", "the vocabulary of " + options.path + " asks for a " + missing +
+                                            " token before or after every text but has none (its id is out of range or unset); fix the tokenizer.ggml.* keys");
+  state->tokenizer = std::make_shared<const Tokenizer>(state->vocab);
 
   if (!options.projector_path.empty() && options.projector_kind == "blip2") {
     Blip2Options bopts;
@@ -158,7 +155,7 @@ Napi::Value NativeModel::Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Promise<Int32Array>
+// tokenize(text: string, addSpecial: boolean, parseSpecial: boolean, abort?: AbortFlag): Promise<Int32Array>
 Napi::Value NativeModel::TokenizeAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto state = State(env);
@@ -170,8 +167,12 @@ Napi::Value NativeModel::TokenizeAsync(const Napi::CallbackInfo& info) {
   std::string text = info[0].As<Napi::String>().Utf8Value();
   bool add_special = info[1].ToBoolean();
   bool parse_special = info[2].ToBoolean();
+  AbortState abort = AbortFlag::From(env, info[3]);
   return TaskWorker<std::vector<llama_token>>::Run(
-      env, [state, text, add_special, parse_special] { return Tokenize(state->vocab, text, add_special, parse_special); },
+      env,
+      [state, text = std::move(text), add_special, parse_special, abort] {
+        return state->tokenizer->Tokenize(text, add_special, parse_special, {}, abort.get());
+      },
       [](Napi::Env env, std::vector<llama_token>& tokens) -> Napi::Value {
         auto arr = Napi::Int32Array::New(env, tokens.size());
         std::copy(tokens.begin(), tokens.end(), arr.Data());
@@ -230,8 +231,14 @@ Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo& info) {
   }
   auto rgb = info[0].As<Napi::Uint8Array>();
   int64_t w = info[1].As<Napi::Number>().Int64Value(), h = info[2].As<Napi::Number>().Int64Value();
-  if (w <= 0 || h <= 0 || w > 65535 || h > 65535 || size_t(rgb.ElementLength()) != size_t(w) * size_t(h) * 3) {
+  if (w <= 0 || h <= 0 || w > INT32_MAX || h > INT32_MAX || size_t(rgb.ElementLength()) != size_t(w) * size_t(h) * 3) {
     addon->Throw(env, "ERR_INVALID_ARGUMENT", "RGB buffer of " + std::to_string(rgb.ElementLength()) + " bytes does not hold " + std::to_string(w) + "x" + std::to_string(h) + "x3 pixels");
+    return env.Undefined();
+  }
+  // libmtmd's preprocessing multiplies width, height and channels in int: past this they overflow.
+  if (rgb.ElementLength() > size_t(INT32_MAX)) {
+    addon->Throw(env, "ERR_IMAGE_DECODE", "the image is " + std::to_string(w) + "x" + std::to_string(h) + " (" + std::to_string(w * h) +
+                                             " pixels); the projector takes at most " + std::to_string(INT32_MAX / 3) + " pixels: scale it down first");
     return env.Undefined();
   }
   auto pixels = std::make_shared<std::vector<uint8_t>>(rgb.Data(), rgb.Data() + rgb.ElementLength());

@@ -10,6 +10,7 @@
 
 #include "handles.h"
 #include "projector.h"
+#include "tokenizer.h"
 
 namespace minigpt {
 
@@ -18,6 +19,7 @@ class ContextPools;
 struct ModelState {
   std::shared_ptr<llama_model> model;  // shared with the projector, which keeps a pointer to it
   const llama_vocab* vocab = nullptr;
+  std::shared_ptr<const Tokenizer> tokenizer;  // for `vocab`
   std::shared_ptr<Projector> projector;
   int threads = 4;
   std::string path;
@@ -25,9 +27,7 @@ struct ModelState {
   std::shared_ptr<ContextPools> pools;  // the sessions' contexts, shared in groups of `parallel`
 };
 
-// Text <-> tokens for `vocab`; thread-safe (the vocabulary is read-only).
-std::vector<llama_token> Tokenize(const llama_vocab* vocab, const std::string& text, bool add_special,
-                                  bool parse_special);
+// A token's text; thread-safe (the vocabulary is read-only). Text to tokens: ModelState::tokenizer.
 std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special);
 
 struct LoadOptions {

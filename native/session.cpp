@@ -60,9 +60,32 @@ bool ReadNumber(Napi::Object o, const char* key, double& out) {
   return true;
 }
 
+// A part's `plain`: flat [start, end) pairs of UTF-8 byte offsets into its text, sorted and
+// not overlapping. Returns "" or what is wrong.
+std::string ReadPlainRanges(Napi::Value v, size_t text_size, std::vector<ByteRange>& out) {
+  if (v.IsUndefined()) return "";
+  if (!v.IsArray()) return "`plain` must be an array of byte offsets";
+  Napi::Array a = v.As<Napi::Array>();
+  const uint32_t n = a.Length();
+  if (n % 2 != 0) return "`plain` must hold [start, end) pairs, but has " + std::to_string(n) + " numbers";
+  size_t prev_end = 0;
+  for (uint32_t i = 0; i < n; i += 2) {
+    Napi::Value b = a.Get(i), e = a.Get(i + 1);
+    if (!b.IsNumber() || !e.IsNumber()) return "`plain` must hold only numbers";
+    const double db = b.As<Napi::Number>().DoubleValue(), de = e.As<Napi::Number>().DoubleValue();
+    if (!(db >= 0 && de >= db && de <= double(text_size)) || db != double(size_t(db)) || de != double(size_t(de)))
+      return "`plain` range " + std::to_string(i / 2) + " is not integer byte offsets start <= end within the text's " +
+             std::to_string(text_size) + " bytes";
+    if (size_t(db) < prev_end) return "`plain` ranges must be sorted and must not overlap";
+    prev_end = size_t(de);
+    out.push_back({size_t(db), size_t(de)});
+  }
+  return "";
+}
+
 }  // namespace
 
-// generate(parts: Array<{ text: string, addSpecial: boolean } | NativeEmbedding>, options): NativeGeneration
+// generate(parts: Array<{ text: string, addSpecial: boolean, plain?: number[] } | NativeEmbedding>, options): NativeGeneration
 Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Addon* addon = Addon::From(env);
@@ -84,6 +107,11 @@ Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
     } else if (v.IsObject() && v.As<Napi::Object>().Get("text").IsString()) {
       part.text = v.As<Napi::Object>().Get("text").As<Napi::String>().Utf8Value();
       part.add_special = v.As<Napi::Object>().Get("addSpecial").ToBoolean();
+      std::string bad = ReadPlainRanges(v.As<Napi::Object>().Get("plain"), part.text.size(), part.plain);
+      if (!bad.empty()) {
+        addon->Throw(env, "ERR_INVALID_ARGUMENT", "prompt part " + std::to_string(i) + ": " + bad);
+        return env.Undefined();
+      }
     } else {
       addon->Throw(env, "ERR_INVALID_ARGUMENT", "prompt part " + std::to_string(i) + " is neither text nor a live image embedding");
       return env.Undefined();
@@ -117,7 +145,6 @@ Napi::Value NativeSession::Stats(const Napi::CallbackInfo& info) {
   o.Set("totalEvaluatedTokens", double(s.total_evaluated));
   o.Set("totalGeneratedTokens", double(s.total_generated));
   o.Set("contextUsed", double(state_->stats_n_past));
-  o.Set("contextSize", double(state_->stats_n_ctx));
   return o;
 }
 

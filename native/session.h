@@ -34,6 +34,7 @@ struct SequenceItem {
 struct PromptPart {
   std::string text;
   bool add_special = false;  // BOS etc. as the vocabulary asks, on the first text only
+  std::vector<ByteRange> plain;  // text never read as a control token (the caller's, not the template's)
   std::shared_ptr<const EncodedImage> image;
 };
 
@@ -57,7 +58,6 @@ struct SessionState {
   std::mutex stats_mu;  // stats and n_past, read by JS while a generation runs
   SessionStats stats;
   llama_pos stats_n_past = 0;
-  uint32_t stats_n_ctx = 0;  // the sequence's real size (llama.cpp rounds it up), once created
 
   ~SessionState();
   // Takes a sequence of a pool on first use (on the generation thread, never the JS one).

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// npm run fuzz -- [--seed N] [--count N] [--kinds llm,mmproj,blip2,image] [--timeout S] [--save DIR] [--replay]
+// npm run fuzz -- [--seed N] [--count N] [--kinds llm,mmproj,blip2,image] [--strategy NAME] [--timeout S] [--save DIR] [--replay]
 // Mutates the tiny test models and pictures (bit flips, truncation, splices, GGUF header-field
-// edits), loads each through the public API in a child process and reports every input that
+// edits, vocabulary edits: tokens renamed into twins of others behind NULs, emptied, retyped),
+// `--strategy vocab` (or field, string, flip, ...) uses only that kind of mutation, loads each through the public API in a child process and reports every input that
 // crashed the process, hung, or failed with an error that is not a MinigptError. A failing
 // input's recipe (a few lines of JSON) goes into test/fuzz/regressions.json by hand, where
 // the short fuzz test in `npm test` replays it.
@@ -19,6 +20,7 @@ const { values } = parseArgs({
     kinds: { type: 'string', default: Object.keys(KINDS).join(',') },
     timeout: { type: 'string', default: '60' },
     save: { type: 'string' },
+    strategy: { type: 'string' },
     replay: { type: 'boolean', default: false },
   },
 });
@@ -33,8 +35,8 @@ try {
   const corpus = await writeCorpus(join(dir, 'corpus'));
   const recipes = values.replay
     ? JSON.parse(await readFile(new URL('../test/fuzz/regressions.json', import.meta.url), 'utf8')).map((r) => r.recipe)
-    : generatedRecipes(corpus, kinds, seed, count);
-  console.log(values.replay ? `replaying ${recipes.length} regression cases` : `seed ${seed}: ${count} inputs per kind (${kinds.join(', ')})`);
+    : generatedRecipes(corpus, kinds, seed, count, values.strategy);
+  console.log(values.replay ? `replaying ${recipes.length} regression cases` : `seed ${seed}: ${count} inputs per kind (${kinds.join(', ')})${values.strategy ? `, strategy ${values.strategy}` : ''}`);
   const started = performance.now();
   let done = 0;
   const { perKind, failures } = await runFuzz({

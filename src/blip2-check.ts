@@ -4,6 +4,7 @@
  * keys present with the right types and sizes that agree with each other and with the text
  * model. The native loader checks every tensor's shape again and names any that is wrong.
  */
+import { asLlamaCppSeesIt } from './gguf/c-strings.js';
 import { getNumber, getString, type GgufHeader } from './gguf/types.js';
 
 const requiredSizes = [
@@ -26,6 +27,7 @@ const qformerSizes = [
 const epsilons = ['blip2.vision.attention.layer_norm_epsilon', 'blip2.vision.ln_vision_epsilon', 'blip2.qformer.layer_norm_epsilon'];
 
 export function checkBlip2Header(h: GgufHeader, textModelEmbd: number | undefined): string[] {
+  h = asLlamaCppSeesIt(h); // keys, names and string values up to a NUL, as the loaders read them
   const problems: string[] = [];
   const variant = getString(h, 'blip2.variant') ?? 'qformer';
   if (variant !== 'qformer' && variant !== 'patch_group') problems.push(`unknown blip2.variant "${variant}"`);

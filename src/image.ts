@@ -8,7 +8,7 @@ import { stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import type { Sharp } from 'sharp';
 import { ImageError, InvalidArgumentError } from './errors.js';
-import { invalid } from './validate.js';
+import { invalid, isUrlLike, requireFilePath } from './validate.js';
 
 /** Raw pixels, row-major, `channels` bytes per pixel (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA). */
 export interface RawImage {
@@ -19,7 +19,7 @@ export interface RawImage {
 }
 
 /** Every form `encodeImage` and `stream` accept for a picture. */
-export type ImageInput = string | Uint8Array | RawImage | Sharp;
+export type ImageInput = string | URL | Uint8Array | RawImage | Sharp;
 
 /** Decoded pixels handed to the projector. */
 export interface RgbImage {
@@ -58,7 +58,7 @@ function isSharp(value: unknown): value is Sharp {
 
 /** True for values `decodeImage` accepts (used to tell images from text in prompts). */
 export function isImageInput(value: unknown): value is Exclude<ImageInput, string> {
-  if (value instanceof Uint8Array) return true;
+  if (value instanceof Uint8Array || value instanceof URL) return true;
   if (isSharp(value)) return true;
   if (value !== null && typeof value === 'object') {
     const raw = value as Partial<RawImage>;
@@ -110,8 +110,9 @@ function checkDecodeOptions(options: DecodeOptions): { maxPixels: number; backgr
  * their first frame. Runs on libuv's pool, never blocking the JS thread.
  * @throws ImageError `ERR_IMAGE_DECODE` when the input is not a readable image.
  */
-export async function decodeImage(input: ImageInput, options: DecodeOptions = {}): Promise<RgbImage> {
+export async function decodeImage(image: ImageInput, options: DecodeOptions = {}): Promise<RgbImage> {
   const { maxPixels, background } = checkDecodeOptions(options);
+  const input = image instanceof URL || (typeof image === 'string' && isUrlLike(image)) ? requireFilePath(image, 'image') : image;
   if (typeof input === 'string') {
     const info = await stat(input).catch((err: NodeJS.ErrnoException) => {
       throw new ImageError('ERR_IMAGE_DECODE', err.code === 'ENOENT' ? `Image file not found: ${input}` : `Cannot read image file ${input}: ${err.message}`, { cause: err });

@@ -6,7 +6,7 @@
 export { loadModel, Model } from './model.js';
 export type { LoadModelOptions, ModelInfo, TokenizeOptions, DetokenizeOptions } from './model.js';
 export { Session } from './session.js';
-export type { SessionOptions, StreamOptions, SessionStats, Content, ContentPart, Piece } from './session.js';
+export type { SessionOptions, StreamOptions, SessionStats, StreamResult, FinishReason, Content, ContentPart, Piece } from './session.js';
 export { ImageEmbedding } from './embedding.js';
 export { decodeImage } from './image.js';
 export type { ImageInput, RawImage, RgbImage, DecodeOptions } from './image.js';
@@ -25,3 +25,9 @@ export type { ConfigureOptions, SystemInfo } from './system.js';
 export type { NativeDevice as Device, NativeCpuBackend as CpuBackend } from './native/binding.js';
 export { convertBlip2 } from './convert/blip2.js';
 export type { ConvertBlip2Options, ConvertBlip2Result } from './convert/blip2.js';
+export { convertLlama } from './convert/llama.js';
+export type { ConvertLlamaOptions, ConvertLlamaResult, LlamaOutType } from './convert/llama.js';
+export { quantize, QUANTIZE_TYPES } from './quantize.js';
+export type { QuantizeOptions, QuantizeResult, QuantizeType } from './quantize.js';
+export { convertGgml } from './convert/ggml.js';
+export type { ConvertGgmlOptions, ConvertGgmlResult } from './convert/ggml.js';

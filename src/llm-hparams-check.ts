@@ -5,6 +5,7 @@
  * llama_model::load_hparams, llama_vocab::load and the ggml norm ops of the llama.cpp we build.
  * Anything llama.cpp refuses with an exception is left to it; only the asserts are mirrored.
  */
+import { cutAtNul } from './gguf/c-strings.js';
 import { GgufValueType, getArray, getNumber, getString, type GgufHeader } from './gguf/types.js';
 
 /** LLAMA_MAX_LAYERS in llama-hparams.h: per-layer arrays have this many slots. */
@@ -62,22 +63,55 @@ function checkExperts(h: GgufHeader, key: (name: string) => string, problems: st
   if (!ok) problems.push(`${what} are inconsistent`);
 }
 
-// llama_vocab::load asserts that every token's bytes are distinct. Tokens that are not valid
-// UTF-8 (byte-level vocabularies hold some) were read with U+FFFD in place of the bad bytes, so
-// two different ones can read the same: those are left out rather than wrongly called twins.
+// llama_vocab::load aborts on two tokens it reads as equal (GGML_ASSERT(id_to_token.size() ==
+// token_to_id.size())). It reads each token as a C string, so a token ends at its first NUL,
+// and a token left empty is renamed "[EMPTY_<id>]"; the bytes decide, not the decoded text.
 function checkVocabulary(h: GgufHeader): string[] {
+  // With no vocabulary llama_vocab::load returns before reading the tokens.
+  const model = getString(h, 'tokenizer.ggml.model');
+  if (model === 'no_vocab' || model === 'none') return [];
   // WordPiece has no byte tokens: llama_vocab aborts when it renders one (at load, for its cache).
   const types = getArray(h, 'tokenizer.ggml.token_type');
-  if (getString(h, 'tokenizer.ggml.model') === 'bert' && types?.some((t) => t === TOKEN_TYPE_BYTE)) {
+  if (model === 'bert' && types?.some((t) => t === TOKEN_TYPE_BYTE)) {
     return ['tokenizer.ggml.model is "bert" (WordPiece) but the vocabulary has byte tokens, which WordPiece cannot have: the tokenizer model does not match the vocabulary'];
   }
-  const tokens = getArray(h, 'tokenizer.ggml.tokens', GgufValueType.STRING) as string[] | undefined;
-  if (!tokens) return [];
-  const seen = new Set<string>();
+  const entry = h.metadata.get('tokenizer.ggml.tokens');
+  if (!entry || entry.type !== GgufValueType.ARRAY || entry.arrayType !== GgufValueType.STRING) return [];
+  const tokens = entry.value as string[];
+  const seen = new Map<string, number>();
   for (const [id, token] of tokens.entries()) {
-    if (token.includes('\uFFFD')) continue;
-    if (seen.has(token)) return [`tokenizer.ggml.tokens holds "${token.slice(0, 40)}" twice (again at id ${id}); every token must be distinct`];
-    seen.add(token);
+    const key = tokenIdentity(token, entry.undecodable?.get(id), id);
+    const first = seen.get(key);
+    if (first === undefined) {
+      seen.set(key, id);
+      continue;
+    }
+    const cut = [first, id].filter((i) => tokens[i].includes('\0') || entry.undecodable?.get(i)?.includes(0));
+    const why = cut.length ? ` (llama.cpp reads a token only up to its first NUL byte, as token ${cut.join(' and ')} ${cut.length > 1 ? 'have' : 'has'})` : '';
+    return [`tokenizer.ggml.tokens: tokens ${first} and ${id} are both ${JSON.stringify(shown(key))} to llama.cpp${why}; every token must be distinct: the vocabulary is corrupt`];
   }
   return [];
+}
+
+/**
+ * What token `id` is to llama.cpp, as a map key: its bytes up to the first NUL, or
+ * "[EMPTY_<id>]" if none. `raw` holds the bytes when the text was not valid UTF-8.
+ */
+function tokenIdentity(text: string, raw: Buffer | undefined, id: number): string {
+  let cut: string;
+  if (raw) {
+    const nul = raw.indexOf(0);
+    const bytes = nul < 0 ? raw : raw.subarray(0, nul);
+    cut = bytes.toString('utf8');
+    // Different invalid sequences decode alike: tell them apart by their bytes.
+    if (cut.includes('\uFFFD')) return `b${bytes.toString('latin1')}`;
+  } else {
+    cut = cutAtNul(text);
+  }
+  return `t${cut === '' ? `[EMPTY_${id}]` : cut}`;
+}
+
+function shown(key: string): string {
+  const text = key[0] === 'b' ? Buffer.from(key.slice(1), 'latin1').toString('utf8') : key.slice(1);
+  return text.length > 40 ? `${text.slice(0, 40)}...` : text;
 }

@@ -4,26 +4,32 @@
  */
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { AbortedError, ImageError, InvalidArgumentError, ModelLoadError, throwIfAborted } from './errors.js';
+import { AbortedError, DisposedError, ImageError, InvalidArgumentError, ModelLoadError, throwIfAborted } from './errors.js';
 import { ImageEmbedding } from './embedding.js';
 import { GgufFormatError, readGgufHeader } from './gguf/read.js';
 import { getNumber, getString, type GgufHeader } from './gguf/types.js';
 import { decodeImage, type DecodeOptions, type ImageInput } from './image.js';
 import { DisposeGuard } from './lifetime.js';
 import { fitGpuLayers } from './gpu-fit.js';
+import { checkLoadedFiles } from './loaded-files-check.js';
 import { binding, type NativeModel } from './native/binding.js';
 import { checkBlip2Header } from './blip2-check.js';
 import { checkMmprojHeader, checkTextModelHeader } from './projector-check.js';
 import { Session, type SessionOptions } from './session.js';
-import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, requireString } from './validate.js';
+import { prestartTemplateRenderer } from './template.js';
+import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, optThreads, requireFilePath } from './validate.js';
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
-  /** Path of the language model GGUF. */
-  model: string;
-  /** Path of the image projector GGUF (an mmproj file). Without it the model is text-only. */
-  projector?: string;
-  /** CPU threads for evaluation and image encoding. Defaults to the number of logical CPUs, at most 8. */
+  /** The language model GGUF: a path, a `file:` URL string or a `URL`. */
+  model: string | URL;
+  /** The image projector GGUF (an mmproj file), as `model`. Without it the model is text-only. */
+  projector?: string | URL;
+  /**
+   * CPU threads for evaluation and image encoding. Defaults to the number of logical CPUs, at
+   * most 8; a larger count is capped at the logical CPUs this process may use (more threads
+   * than cores only wait for each other).
+   */
   threads?: number;
   /** Default context size (tokens) of sessions. Defaults to the model's training context, at most 4096. */
   contextSize?: number;
@@ -43,7 +49,13 @@ export interface LoadModelOptions {
    * threads share. Defaults to 1 (a context per session).
    */
   parallelSessions?: number;
-  /** Memory-map the weights (fast, shared page cache). Defaults to `true`. */
+  /**
+   * Memory-map the weights (fast, shared page cache). Defaults to `true`. While mapped, the
+   * files must not be truncated or rewritten in place: reading a page that is gone kills the
+   * process with SIGBUS, which no error can catch (as with llama.cpp or SQLite). Replace a
+   * file by renaming a new one over it, or pass `false` to read the weights into memory.
+   * A file found shorter after the load than its header requires is a {@link ModelLoadError}.
+   */
   useMmap?: boolean;
   /** Called with load progress in (0, 1], increasing. If it throws, loading is aborted with that error as `cause`. */
   onProgress?: (progress: number) => void;
@@ -118,9 +130,9 @@ function resolveGpuLayers(value: unknown): number | 'auto' {
 export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const o = checkKeys(options, loadKeys, 'loadModel options');
   if (options === undefined) throw new InvalidArgumentError('loadModel needs an options object with at least `model`');
-  const modelPath = requireString(o.model, 'model');
-  const projectorPath = o.projector === undefined ? undefined : requireString(o.projector, 'projector');
-  const threads = optInteger(o, 'threads', 1, 1024, Math.max(1, Math.min(8, availableParallelism())));
+  const modelPath = requireFilePath(o.model, 'model');
+  const projectorPath = o.projector === undefined ? undefined : requireFilePath(o.projector, 'projector');
+  const threads = optThreads(o, 'threads', Math.min(8, availableParallelism()));
   const contextSize = optInteger(o, 'contextSize', 16, 1 << 24);
   const gpuLayersOption = resolveGpuLayers(o.gpuLayers);
   const parallelSessions = optInteger(o, 'parallelSessions', 1, 256, 1);
@@ -147,6 +159,12 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   }
   throwIfAborted(signal);
 
+  // Sessions render this template in a child process: start it while forking is cheap, and
+  // let the event loop turn before the addon's first load so the two blocks do not add up.
+  if (getString(header, 'tokenizer.chat_template')) {
+    prestartTemplateRenderer();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
   const addon = binding();
   const gpuLayers =
     gpuLayersOption === 'auto'
@@ -182,6 +200,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
       native.dispose();
       throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
     }
+    await checkLoadedFiles(native, modelPath, header, projectorPath, projectorHeader);
     return new Model(native, {
       threads,
       contextSize,
@@ -212,6 +231,8 @@ export interface TokenizeOptions {
   special?: boolean;
   /** Add BOS (and whatever else the vocabulary adds). Defaults to `false`. */
   addBos?: boolean;
+  /** Stops the tokenization; the promise then rejects with `ERR_ABORTED`. */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link Model.detokenize}. */
@@ -271,27 +292,57 @@ export class Model {
     return this.#guard.disposed;
   }
 
-  /** Text to token ids, off the JS thread. */
+  /**
+   * Text to token ids, off the JS thread, in time linear in the text: the ids llama.cpp's
+   * `llama_tokenize` gives.
+   * @throws AbortedError `ERR_ABORTED` when `signal` aborts
+   */
   async tokenize(text: string, options: TokenizeOptions = {}): Promise<Int32Array> {
-    const o = checkKeys(options, ['special', 'addBos'], 'tokenize options');
+    const o = checkKeys(options, ['special', 'addBos', 'signal'], 'tokenize options');
     if (typeof text !== 'string') throw new InvalidArgumentError(`Expected string for text but received ${typeof text}`);
     checkWellFormed(text, 'text');
     const special = optBoolean(o, 'special', false);
     const addBos = optBoolean(o, 'addBos', false);
+    const signal = optSignal(o);
+    throwIfAborted(signal);
     using _hold = this.#guard.hold();
-    return this.#native.tokenize(text, addBos, special);
+    const flag = signal ? new (binding().AbortFlag)() : undefined;
+    const onAbort = () => flag?.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await this.#native.tokenize(text, addBos, special, flag);
+    } catch (err) {
+      if (signal?.aborted) throw new AbortedError('Tokenization aborted', { cause: signal.reason });
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
-  /** Token ids to text, off the JS thread. */
+  /**
+   * Token ids to text, off the JS thread.
+   * @throws InvalidArgumentError `ERR_INVALID_ARGUMENT` unless every element is present and an
+   * integer in [0, vocabularySize)
+   */
   async detokenize(tokens: Int32Array | readonly number[], options: DetokenizeOptions = {}): Promise<string> {
     const o = checkKeys(options, ['special'], 'detokenize options');
     const special = optBoolean(o, 'special', false);
-    let ids: Int32Array;
-    if (tokens instanceof Int32Array) ids = tokens;
-    else if (Array.isArray(tokens) && tokens.every((t) => Number.isInteger(t))) ids = Int32Array.from(tokens);
-    else throw new InvalidArgumentError('Expected Int32Array or array of integers for tokens');
+    if (!(tokens instanceof Int32Array) && !Array.isArray(tokens)) {
+      throw new InvalidArgumentError('Expected Int32Array or array of integers for tokens');
+    }
+    const n = this.info.vocabularySize;
+    // Int32Array.from would wrap 2**32 + 5 to 5 and turn holes into 0.
+    for (let i = 0; i < tokens.length; i++) {
+      const t: unknown = tokens[i];
+      const hole = !(i in tokens);
+      if (hole || typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= n) {
+        const got = hole ? 'a hole (missing element)' : typeof t === 'number' ? String(t) : `a value of type ${typeof t}`;
+        throw new InvalidArgumentError(`Expected a token id, an integer between 0 and ${n - 1}, for tokens[${i}] but received ${got}`);
+      }
+    }
+    const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
     using _hold = this.#guard.hold();
-    return this.#native.detokenize(ids, special);
+    return await this.#native.detokenize(ids, special);
   }
 
   /**
@@ -309,6 +360,11 @@ export class Model {
     const rgb = await decodeImage(input, { maxPixels: options.maxPixels, background: options.background, resize });
     throwIfAborted(signal);
     const native = await this.#native.encodeImage(rgb.data, rgb.width, rgb.height);
+    // dispose() of the model waited for this encode: what it made dies with the model.
+    if (this.#guard.disposed) {
+      native.dispose();
+      throw new DisposedError('This model');
+    }
     const embedding = new ImageEmbedding(native, this);
     // Embeddings the user already disposed need no disposing with the model.
     for (const child of this.#children) if (child instanceof ImageEmbedding && child.disposed) this.#children.delete(child);

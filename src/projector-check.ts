@@ -6,6 +6,7 @@
  * checks find such problems from the header alone, before any native code sees the file.
  * The rules mirror tools/mtmd/clip.cpp and models/llava.cpp of the llama.cpp we build.
  */
+import { asLlamaCppSeesIt } from './gguf/c-strings.js';
 import { KeyChecker } from './gguf/key-checks.js';
 import { KNOWN_ARCHITECTURES } from './llm-architectures.js';
 import { checkLlmHparams } from './llm-hparams-check.js';
@@ -45,6 +46,7 @@ const LDPV2_TENSORS = ['mm.model.mlp.0.weight', 'mm.model.mlp.0.bias', 'mm.model
  * empty when none are found. Catches the common mix-up of passing a projector as the model.
  */
 export function checkTextModelHeader(h: GgufHeader): string[] {
+  h = asLlamaCppSeesIt(h); // keys, names and string values up to a NUL, as the loaders read them
   const arch = getString(h, 'general.architecture');
   if (arch === undefined) {
     return ['general.architecture is missing or not a string: this is not a llama.cpp model file'];
@@ -75,6 +77,7 @@ export function checkTextModelHeader(h: GgufHeader): string[] {
  * also checks that the projector's output fits the text model.
  */
 export function checkMmprojHeader(h: GgufHeader, textModelEmbd: number | undefined): string[] {
+  h = asLlamaCppSeesIt(h); // keys, names and string values up to a NUL, as the loaders read them
   // libmtmd itself never reads general.architecture, so only a non-clip value, or no
   // clip keys at all, marks a file that is not a projector.
   const arch = getString(h, 'general.architecture');

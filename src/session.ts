@@ -2,17 +2,16 @@
  * Conversations: prompts with text and images in, streamed answers out.
  * @module
  */
-import { randomBytes } from 'node:crypto';
 import { AbortedError, ContextOverflowError, DisposedError, InvalidArgumentError, MinigptError, throwIfAborted } from './errors.js';
 import { ImageEmbedding, nativeOf, retain } from './embedding.js';
 import { isImageInput, type ImageInput } from './image.js';
 import { AsyncLock, DisposeGuard } from './lifetime.js';
 import type { Model } from './model.js';
-import type { NativeGeneration, NativeModel, NativePromptPart, NativeSession } from './native/binding.js';
+import type { NativeEnd, NativeGeneration, NativeModel, NativeSession } from './native/binding.js';
 import { StopDetector, type Piece } from './stop.js';
-import { builtinStops, isBuiltinTemplate, renderBuiltin, type BuiltinTemplate } from './prompts.js';
-import { renderChat, type ChatMessage } from './template.js';
-import { checkKeys, checkWellFormed, invalid, optInteger, optNumber, optSignal, optString } from './validate.js';
+import { PromptBuilder, type ConversationPart, type ConversationTurn, type PromptFormat } from './prompt-parts.js';
+import { builtinStops, isBuiltinTemplate, type BuiltinTemplate } from './prompts.js';
+import { checkKeys, checkWellFormed, invalid, optBoolean, optInteger, optNumber, optSignal, optString, optThreads } from './validate.js';
 
 export type { Piece } from './stop.js';
 
@@ -35,6 +34,14 @@ export interface SessionOptions {
   threads?: number;
   /** Largest number of tokens evaluated in one batch. Defaults to 512. */
   batchSize?: number;
+  /**
+   * Whether special tokens written in the caller's text (the system prompt, the content of
+   * turns) are parsed as such, e.g. `<|im_end|>` as the end-of-turn token. Defaults to `false`
+   * with a chat template: only the template's own markup is special, so a user cannot close
+   * their turn or open a system one; the model's answers are plain text too. With
+   * `template: 'none'` the default is `true` (the caller writes the whole format).
+   */
+  parseSpecial?: boolean;
 }
 
 /** One part of a prompt: text, an encoded image, or any image input (encoded on the fly). */
@@ -58,10 +65,23 @@ export interface StreamOptions {
   repeatPenalty?: number;
   /** Seed of the sampler's random numbers. Defaults to a random seed. */
   seed?: number;
-  /** Stop before any of these strings; the stop string itself is not returned. */
-  stop?: string[];
+  /** Stop before this string or any of these strings (none empty); the stop string itself is not returned. */
+  stop?: string | string[];
   /** Stops generation within one token; the stream then rejects with an AbortedError. */
   signal?: AbortSignal;
+}
+
+/**
+ * Why a stream ended: `'stop'` (the model ended its answer, or a stop string appeared),
+ * `'length'` (`maxTokens` were generated), `'context'` (the context is full: the next request
+ * fails with `ERR_CONTEXT_OVERFLOW` unless the session is reset or a larger one is used),
+ * `'aborted'` (its signal, `reset()` or `dispose()` cut it), `'error'` (it rejected).
+ */
+export type FinishReason = 'stop' | 'length' | 'context' | 'aborted' | 'error';
+
+/** What a stream returns when it ends (the generator's return value). */
+export interface StreamResult {
+  finishReason: FinishReason;
 }
 
 /** Counters of the last request and of the session's life. */
@@ -80,32 +100,55 @@ export interface SessionStats {
   totalGeneratedTokens: number;
   /** Positions of the context in use. */
   contextUsed: number;
-  /** The context's size once it exists (llama.cpp may round the requested size up), else 0. */
+  /** Positions the session may use: its `contextSize`. */
   contextSize: number;
+  /** CPU threads the session computes with (the requested count, capped at the machine's CPUs). */
+  threads: number;
+  /** Why the last stream ended; null before the first one has ended. */
+  finishReason: FinishReason | null;
 }
 
-type Part = string | ImageEmbedding;
-/** The stream holding the session's lock. */
+/**
+ * A stream's state, kept outside its generator so that its cleanup can run without it: from its
+ * own finally, from reset() or dispose(), or from a finalizer once the iterator is collected
+ * (nothing here may refer to the iterator, or it would never be collected).
+ */
 interface ActiveStream {
-  hold: { release(): void };
+  hold?: { release(): void };
+  unlock?: () => void;
+  signal?: AbortSignal;
+  onAbort: () => void;
   generation?: NativeGeneration;
+  /** The native loop has ended and said so. */
+  finished: boolean;
   /** True while the consumer holds a piece (the generator is suspended at a yield). */
   atYield: boolean;
   drained?: Promise<void>;
-}
-interface Turn {
-  role: 'user' | 'assistant';
-  parts: Part[];
+  /** Set by reset(): the stream ends (finishReason 'aborted') at its next step. */
+  cut: boolean;
+  turnsBefore: number;
+  answer: string;
+  // Until the stream settles on another, its end is a cut: by reset(), dispose() or a finalizer.
+  finishReason: FinishReason;
+  cleaned?: Promise<void>;
 }
 
 const streamKeys = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'seed', 'stop', 'signal'] as const;
-const sessionKeys = ['contextSize', 'systemPrompt', 'template', 'threads', 'batchSize'] as const;
+const sessionKeys = ['contextSize', 'systemPrompt', 'template', 'threads', 'batchSize', 'parseSpecial'] as const;
+
+function validateStop(value: unknown): string[] {
+  if (value === undefined) return [];
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list) || !list.every((s) => typeof s === 'string')) throw invalid('string or array of strings', 'stop', value);
+  list.forEach((s: string, i) => {
+    if (s.length === 0) throw new InvalidArgumentError(`stop${typeof value === 'string' ? '' : `[${i}]`} is an empty string, which would end every answer before it starts; leave it out`);
+    checkWellFormed(s, typeof value === 'string' ? 'stop' : `stop[${i}]`);
+  });
+  return list;
+}
 
 function validateStreamOptions(options: StreamOptions) {
   const o = checkKeys(options, streamKeys, 'stream options');
-  const stop = o.stop;
-  if (stop !== undefined && (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string'))) throw invalid('array of strings', 'stop', stop);
-  (stop as string[] | undefined)?.forEach((s, i) => checkWellFormed(s, `stop[${i}]`));
   return {
     native: {
       maxTokens: optInteger(o, 'maxTokens', 0, 1_000_000, 256),
@@ -117,10 +160,26 @@ function validateStreamOptions(options: StreamOptions) {
       repeatLastN: 64,
       seed: optInteger(o, 'seed', 0, 0xfffffffe),
     },
-    stop: (stop as string[] | undefined) ?? [],
+    stop: validateStop(o.stop),
     signal: optSignal(o),
   };
 }
+
+const NATIVE_FINISH: Record<NativeEnd['stopReason'], FinishReason> = {
+  eos: 'stop',
+  maxTokens: 'length',
+  contextFull: 'context',
+  abort: 'aborted',
+  error: 'error',
+};
+
+// A stream whose iterator was dropped without being finished or closed would hold its session's
+// lock (and its native loop) for ever: when the iterator is collected, its cleanup runs.
+const abandoned = new FinalizationRegistry<{ session: Session; active: ActiveStream }>(({ session, active }) => {
+  void session[finishStream](active);
+});
+
+const finishStream = Symbol('finishStream');
 
 /**
  * A conversation with a model. Turns are evaluated incrementally: each request re-uses the
@@ -132,45 +191,50 @@ export class Session {
   #native: NativeSession;
   #guard = new DisposeGuard('This session');
   #lock = new AsyncLock();
-  #template: string | null;
+  #prompt: PromptBuilder;
   #builtin: BuiltinTemplate | undefined;
-  #systemPrompt: string | undefined;
-  #turns: Turn[] = [];
+  #turns: ConversationTurn[] = [];
   #releases: Array<() => void> = [];
   #owned: ImageEmbedding[] = [];
-  #marker = `<__minigpt_image_${randomBytes(6).toString('hex')}_`;
   #detach: (s: Session) => void;
   #active: ActiveStream | undefined;
+  #contextSize: number;
+  #threads: number;
+  #finishReason: FinishReason | null = null;
 
   /** @internal */
   constructor(model: Model, nativeModel: NativeModel, options: SessionOptions, detach: (s: Session) => void) {
     const o = checkKeys(options, sessionKeys, 'createSession options');
-    const contextSize = optInteger(o, 'contextSize', 16, 1 << 24, model.defaults.contextSize ?? 0);
-    const threads = optInteger(o, 'threads', 1, 1024, model.defaults.threads);
+    this.#contextSize = optInteger(o, 'contextSize', 16, 1 << 24, model.defaults.contextSize ?? Math.min(model.info.contextLength, 4096));
+    this.#threads = optThreads(o, 'threads', model.defaults.threads);
     const batchSize = optInteger(o, 'batchSize', 32, 1 << 16, 512);
-    this.#systemPrompt = optString(o, 'systemPrompt');
-    if (this.#systemPrompt !== undefined) checkWellFormed(this.#systemPrompt, 'systemPrompt');
+    const systemPrompt = optString(o, 'systemPrompt');
+    if (systemPrompt !== undefined) checkWellFormed(systemPrompt, 'systemPrompt');
     const template = optString(o, 'template') ?? 'auto';
     const projectorTemplate = model.info.promptTemplate ?? undefined;
-    this.#template = null;
-    if (isBuiltinTemplate(template)) this.#builtin = template;
-    else if (template === 'none') this.#template = null;
-    else if (template === 'auto' && isBuiltinTemplate(projectorTemplate)) this.#builtin = projectorTemplate;
+    let format: PromptFormat;
+    if (isBuiltinTemplate(template)) format = { builtin: template };
+    else if (template === 'none') format = { asWritten: true };
+    else if (template === 'auto' && isBuiltinTemplate(projectorTemplate)) format = { builtin: projectorTemplate };
     else if (template === 'auto') {
       if (!model.info.chatTemplate) {
         throw new MinigptError('ERR_TEMPLATE', "This model's GGUF has no chat template; pass createSession({ template: 'none' }) to send prompts as written, or a Jinja template string");
       }
-      this.#template = model.info.chatTemplate;
-    } else this.#template = template;
+      format = { jinja: model.info.chatTemplate };
+    } else format = { jinja: template };
+    if ('builtin' in format) this.#builtin = format.builtin;
+    const parseSpecial = optBoolean(o, 'parseSpecial', 'asWritten' in format);
+    const tt = model.tokenText;
+    this.#prompt = new PromptBuilder({ format, systemPrompt, parseSpecial, tokenText: { bosText: tt.bos, eosText: tt.eos, addsBos: tt.addsBos } });
     this.#model = model;
     this.#detach = detach;
-    this.#native = nativeModel.createSession({ contextSize: contextSize || undefined, batchSize, threads, parallel: model.defaults.parallelSessions });
+    this.#native = nativeModel.createSession({ contextSize: this.#contextSize, batchSize, threads: this.#threads, parallel: model.defaults.parallelSessions });
   }
 
   /** Counters of the last request and of the session's life. */
   get stats(): SessionStats {
     this.#guard.throwIfDisposed();
-    return this.#native.stats();
+    return { ...this.#native.stats(), contextSize: this.#contextSize, threads: this.#threads, finishReason: this.#finishReason };
   }
 
   /** True after `dispose()`. */
@@ -180,57 +244,97 @@ export class Session {
 
   /**
    * Sends `content` as the next user turn and streams the answer, piece by piece. Each piece
-   * holds whole characters; its `token` is the id that produced it.
+   * holds whole characters; its `token` is the id that produced it. A stream that ends inside a
+   * character (say `maxTokens` cut a multi-byte one) ends its last piece with U+FFFD in place of
+   * the incomplete bytes. The generator returns why it ended ({@link StreamResult}); so does
+   * `session.stats.finishReason`.
    * @example
    * for await (const { text } of session.stream(['What is in this picture?', image], { maxTokens: 100 })) process.stdout.write(text);
    * @throws ContextOverflowError `ERR_CONTEXT_OVERFLOW` when the conversation no longer fits
    * @throws AbortedError `ERR_ABORTED` when `signal` aborts (the session stays usable)
    * @throws DisposedError `ERR_DISPOSED` when the session (or its model) is disposed before or during the stream
    */
-  async *stream(content: Content, options: StreamOptions = {}): AsyncGenerator<Piece, void, undefined> {
+  stream(content: Content, options: StreamOptions = {}): AsyncGenerator<Piece, StreamResult, undefined> {
+    const active: ActiveStream = {
+      onAbort: () => active.generation?.abort(),
+      finished: false,
+      atYield: false,
+      cut: false,
+      turnsBefore: 0,
+      answer: '',
+      finishReason: 'aborted',
+    };
+    const iterator = this.#run(content, options, active);
+    abandoned.register(iterator, { session: this, active }, active);
+    return iterator;
+  }
+
+  /** @internal The stream's cleanup, once, whoever asks first. */
+  [finishStream](active: ActiveStream): Promise<void> {
+    active.cleaned ??= (async () => {
+      abandoned.unregister(active);
+      active.signal?.removeEventListener('abort', active.onAbort);
+      if (active.generation && !active.finished) {
+        active.generation.abort();  // the consumer stopped early, or the session was disposed or reset: end the loop and wait for it
+        await this.#drain(active);
+      }
+      if (this.#turns.length > active.turnsBefore) this.#turns.push({ role: 'assistant', parts: [active.answer] });
+      if (this.#active === active) this.#active = undefined;
+      this.#finishReason = active.finishReason;
+      active.hold?.release();
+      active.unlock?.();
+    })();
+    return active.cleaned;
+  }
+
+  async *#run(content: Content, options: StreamOptions, active: ActiveStream): AsyncGenerator<Piece, StreamResult, undefined> {
     const opts = validateStreamOptions(options);
     const parts = this.#checkContent(content);
     throwIfAborted(opts.signal);
-    using hold = this.#guard.hold();
-    // Queued behind earlier streams of this session; dispose() rejects the wait with ERR_DISPOSED.
-    const unlock = await this.#lock.acquire(opts.signal);
-    const active: ActiveStream = { hold, atYield: false };
-    this.#active = active;
-    let finished = false;
-    let answer = '';
-    const onAbort = () => active.generation?.abort();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const turnsBefore = this.#turns.length;
+    active.hold = this.#guard.hold();
+    active.turnsBefore = this.#turns.length;
     try {
-      const user: Turn = { role: 'user', parts: await this.#encodeParts(parts, opts.signal) };
+      // Queued behind earlier streams of this session; dispose() rejects the wait with ERR_DISPOSED.
+      active.unlock = await this.#lock.acquire(opts.signal);
+      this.#active = active;
+      active.signal = opts.signal;
+      opts.signal?.addEventListener('abort', active.onAbort, { once: true });
+      const user: ConversationTurn = { role: 'user', parts: await this.#encodeParts(parts, opts.signal) };
       throwIfAborted(opts.signal);
       if (this.#guard.disposed) throw new DisposedError('This session');
+      if (active.cut) return { finishReason: active.finishReason };
       this.#turns.push(user);
       for (const p of user.parts) if (p instanceof ImageEmbedding) this.#releases.push(p[retain]());
-      const generation = this.#native.generate(this.#prompt(), opts.native);
+      const prompt = await this.#prompt.build(this.#turns, opts.signal);
+      if (active.cut) return { finishReason: active.finishReason };
+      const generation = this.#native.generate(prompt, opts.native);
       active.generation = generation;
       const stops = new StopDetector(this.#builtin ? [...builtinStops(this.#builtin), ...opts.stop] : opts.stop);
       let answered = false;
+      let end: NativeEnd;
       for (;;) {
         // Disposed (while the consumer held a piece, or while we waited): the stream ends here.
         if (this.#guard.disposed) throw new DisposedError('This session');
         const batch = await generation.next();
         if (!Array.isArray(batch)) {
-          finished = true;
+          active.finished = true;
+          end = batch;
           if (this.#guard.disposed) throw new DisposedError('This session');
           if (batch.error) {
-            if (!answered) this.#turns.length = turnsBefore;
+            if (!answered) this.#turns.length = active.turnsBefore;
             throw batch.error instanceof MinigptError && batch.error.code === 'ERR_CONTEXT_OVERFLOW'
               ? new ContextOverflowError(batch.error.message)
               : batch.error;
           }
-          if (opts.signal?.aborted && !stops.stopped) throw new AbortedError('The stream was aborted', { cause: opts.signal.reason });
+          if (opts.signal?.aborted && !stops.stopped) {
+            throw new AbortedError('The stream was aborted', { cause: opts.signal.reason });
+          }
           break;
         }
         for (let i = 0; i < batch.length; i += 2) {
-          if (opts.signal?.aborted || this.#guard.disposed) break;  // nothing more reaches the consumer
+          if (opts.signal?.aborted || this.#guard.disposed || active.cut) break;  // nothing more reaches the consumer
           for (const out of stops.push({ token: batch[i] as number, text: batch[i + 1] as string })) {
-            answer += out.text;
+            active.answer += out.text;
             answered = true;
             active.atYield = true;
             try {
@@ -238,6 +342,8 @@ export class Session {
             } finally {
               active.atYield = false;
             }
+            if (this.#guard.disposed) throw new DisposedError('This session');
+            if (active.cut) return { finishReason: active.finishReason };
           }
           if (stops.stopped) {
             generation.abort();
@@ -245,23 +351,27 @@ export class Session {
           }
         }
       }
+      if (active.cut) return { finishReason: active.finishReason };
       for (const out of stops.flush()) {
-        answer += out.text;
-        yield out;
+        active.answer += out.text;
+        active.atYield = true;
+        try {
+          yield out;
+        } finally {
+          active.atYield = false;
+        }
       }
+      active.finishReason = stops.stopped ? 'stop' : NATIVE_FINISH[end.stopReason];
+      return { finishReason: active.finishReason };
+    } catch (err) {
+      active.finishReason = err instanceof MinigptError && (err.code === 'ERR_ABORTED' || err.code === 'ERR_DISPOSED') ? 'aborted' : 'error';
+      throw err;
     } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
-      if (active.generation && !finished) {
-        active.generation.abort();  // the consumer stopped early, or the session was disposed: end the loop and wait for it
-        await this.#drain(active);
-      }
-      if (this.#turns.length > turnsBefore) this.#turns.push({ role: 'assistant', parts: [answer] });
-      if (this.#active === active) this.#active = undefined;
-      unlock();
+      await this[finishStream](active);
     }
   }
 
-  // Runs an aborted generation to its end, once, whoever asks first (the stream or dispose()).
+  // Runs an aborted generation to its end, once, whoever asks first (the stream, reset() or dispose()).
   #drain(active: ActiveStream): Promise<void> {
     const generation = active.generation;
     if (!generation) return Promise.resolve();
@@ -278,9 +388,20 @@ export class Session {
     return text;
   }
 
-  /** Forgets the conversation (the system prompt stays). */
+  /**
+   * Forgets the conversation (the system prompt stays). A running stream is cut first: it ends
+   * (its result's `finishReason` is `'aborted'`) without waiting for its consumer, so `reset()`
+   * may be awaited inside a `for await` over that stream. Streams queued behind it run first.
+   */
   async reset(): Promise<void> {
     using _hold = this.#guard.hold();
+    const active = this.#active;
+    if (active) {
+      active.cut = true;
+      active.generation?.abort();
+      // The consumer holds a piece and may be the one awaiting us: finish the stream here.
+      if (active.atYield) await this[finishStream](active);
+    }
     const unlock = await this.#lock.acquire();
     try {
       this.#native.reset();
@@ -302,12 +423,9 @@ export class Session {
     const active = this.#active;
     if (active) {
       active.generation?.abort();
-      if (active.atYield) {
-        // The consumer holds a piece and may never ask for the next one (an abandoned
-        // iterator): finish the native generation here instead of waiting for it.
-        active.hold.release();
-        await this.#drain(active);
-      }
+      // The consumer holds a piece and may never ask for the next one (an abandoned
+      // iterator): finish the stream here instead of waiting for it.
+      if (active.atYield) await this[finishStream](active);
     }
     if (await closing) {
       this.#native.dispose();
@@ -337,8 +455,8 @@ export class Session {
     return parts;
   }
 
-  async #encodeParts(parts: ContentPart[], signal: AbortSignal | undefined): Promise<Part[]> {
-    const out: Part[] = [];
+  async #encodeParts(parts: ContentPart[], signal: AbortSignal | undefined): Promise<ConversationPart[]> {
+    const out: ConversationPart[] = [];
     for (const p of parts) {
       if (typeof p === 'string' || p instanceof ImageEmbedding) out.push(p);
       else {
@@ -347,45 +465,6 @@ export class Session {
         out.push(embedding);
       }
     }
-    return out;
-  }
-
-  // The whole conversation as native prompt parts; the native side evaluates only what differs
-  // from what its context already holds.
-  #prompt(): NativePromptPart[] {
-    const images: ImageEmbedding[] = [];
-    const textOf = (parts: Part[]) =>
-      parts.map((p) => (typeof p === 'string' ? p : `${this.#marker}${images.push(p) - 1}__>`)).join('');
-    let text: string;
-    if (this.#builtin) {
-      text = renderBuiltin(
-        this.#builtin,
-        this.#turns.map((t) => ({
-          role: t.role,
-          parts: t.parts.map((p) => (typeof p === 'string' ? { text: p, image: false } : { text: textOf([p]), image: true })),
-        })),
-      );
-    } else if (this.#template === null) {
-      text = this.#turns.map((t) => textOf(t.parts)).join('');
-    } else {
-      const messages: ChatMessage[] = [];
-      if (this.#systemPrompt !== undefined) messages.push({ role: 'system', content: this.#systemPrompt });
-      for (const t of this.#turns) messages.push({ role: t.role, content: textOf(t.parts) });
-      const tt = this.#model.tokenText;
-      text = renderChat(this.#template, messages, { bosText: tt.bos, eosText: tt.eos, addsBos: tt.addsBos });
-    }
-    const out: NativePromptPart[] = [];
-    const pattern = new RegExp(`${this.#marker}(\\d+)__>`, 'g');
-    let last = 0;
-    for (const m of text.matchAll(pattern)) {
-      if (m.index > last) out.push({ text: text.slice(last, m.index), addSpecial: false });
-      out.push(images[Number(m[1])][nativeOf]);
-      last = m.index + m[0].length;
-    }
-    if (last < text.length) out.push({ text: text.slice(last), addSpecial: false });
-    const first = out[0];
-    if (first && !('nTokens' in first)) first.addSpecial = true;
-    else out.unshift({ text: '', addSpecial: true });
     return out;
   }
 }

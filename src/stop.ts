@@ -6,7 +6,7 @@
 export interface Piece {
   /** The text this piece adds to the answer (whole UTF-8 characters). */
   text: string;
-  /** The token id that produced it (-1 for a trailing fragment of an unfinished character). */
+  /** The id of the token that produced it: always a token the model generated. */
   token: number;
 }
 

@@ -4,6 +4,8 @@
  * messages that name the option, the expectation and what was received. Unknown keys are
  * rejected: a typo such as `top_p` would otherwise silently change the output.
  */
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from './errors.js';
 
 function describe(value: unknown): string {
@@ -38,6 +40,14 @@ export function optInteger(o: Record<string, unknown>, key: string, min: number,
   if (v === undefined) return fallback;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw invalid(`integer between ${min} and ${max}`, key, v);
   return v;
+}
+
+/**
+ * A thread count: an integer from 1 up, capped at the CPUs this process may use. More compute
+ * threads than cores only make them wait for each other (and for an abort) in every step.
+ */
+export function optThreads(o: Record<string, unknown>, key: string, fallback: number): number {
+  return Math.min(optInteger(o, key, 1, 1024, fallback), availableParallelism());
 }
 
 export function optNumber(o: Record<string, unknown>, key: string, min: number, max: number, fallback: number): number {
@@ -78,6 +88,32 @@ export function optSignal(o: Record<string, unknown>, key = 'signal'): AbortSign
 export function requireString(value: unknown, name: string): string {
   if (typeof value !== 'string' || value.length === 0) throw invalid('non-empty string', name, value);
   return value;
+}
+
+/** `file:...` or `scheme://...`: a URL rather than a path (a Windows path such as `C:\x` is not). */
+export function isUrlLike(value: string): boolean {
+  return /^(file:|[a-z][a-z0-9+.-]*:\/\/)/i.test(value);
+}
+
+/**
+ * A local file named by a path, a `file:` URL string or a `URL` object. Other URLs are refused
+ * here: nothing is fetched from a URL the caller passes.
+ */
+export function requireFilePath(value: unknown, name: string): string {
+  if (typeof value === 'string' && !isUrlLike(value)) return requireString(value, name);
+  if (!(value instanceof URL) && typeof value !== 'string') throw invalid('file path or file: URL', name, value);
+  let url: URL;
+  try {
+    url = value instanceof URL ? value : new URL(value);
+  } catch (err) {
+    throw new InvalidArgumentError(`${name} is not a valid file: URL: ${String(value)}`, { cause: err });
+  }
+  if (url.protocol !== 'file:') throw new InvalidArgumentError(`${name} must be a file path or a file: URL, not a ${url.protocol} URL`);
+  try {
+    return fileURLToPath(url);
+  } catch (err) {
+    throw new InvalidArgumentError(`${name} ${url.href} does not name a local file: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Strings with lone UTF-16 surrogates cannot be encoded as UTF-8 faithfully. */

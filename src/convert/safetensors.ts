@@ -78,6 +78,8 @@ export async function openSafetensors(path: string): Promise<TensorSource[]> {
         if (!isDecodable(dtype)) refuseDtype(name, dtype, path);
         return decodeValues(dtype, await readFileRange(path, dataStart + begin, end - begin));
       },
+      readRaw: () => readFileRange(path, dataStart + begin, end - begin),
+      rawFileRange: async () => ({ path, offset: dataStart + begin }),
     });
   }
   return out;

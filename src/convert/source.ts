@@ -21,6 +21,16 @@ export interface TensorSource {
   readonly file: string;
   /** The values in row-major (C) order as float32. */
   read(): Promise<Float32Array>;
+  /**
+   * The stored bytes in row-major order, little-endian, of {@link TensorSource.dtype}
+   * (a fresh, aligned buffer): lets a converter copy f16/bf16 data without a float32 detour.
+   */
+  readRaw?(): Promise<Uint8Array>;
+  /**
+   * Where those same bytes lie, contiguous, in a plain file (undefined when they do not, e.g.
+   * in a compressed zip entry): lets a converter copy them in chunks through reused buffers.
+   */
+  rawFileRange?(): Promise<{ path: string; offset: number } | undefined>;
 }
 
 /** Bytes per element of each decodable type. */

@@ -164,6 +164,16 @@ function stateDictTensors(root: unknown, path: string, prefix: string, zip: ZipA
     out.push({
       name, shape: value.shape, dtype: value.storage.type.dtype, file: path,
       read: () => readTensor(name, value, entry, zip, path),
+      // Strided views (rare in saved state dicts) go through read(), which gathers them.
+      readRaw: isContiguous(value.shape, value.stride)
+        ? () => zip.read(entry, value.offset * value.storage.type.size, numel(value.shape) * value.storage.type.size)
+        : undefined,
+      rawFileRange: isContiguous(value.shape, value.stride)
+        ? async () => {
+          const start = await zip.storedDataOffset(entry);
+          return start === undefined ? undefined : { path, offset: start + value.offset * value.storage.type.size };
+        }
+        : undefined,
     });
   }
   return out;

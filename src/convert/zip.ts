@@ -81,6 +81,11 @@ export class ZipArchive {
     return this.inflated.bytes.slice(offset, offset + length);
   }
 
+  /** Where a STORED entry's bytes start in the archive file; undefined for a compressed entry. */
+  async storedDataOffset(entry: ZipEntry): Promise<number | undefined> {
+    return entry.method === 0 ? this.dataStart(entry) : undefined;
+  }
+
   // The local header's extra field may differ from the central one (torch pads it to
   // align data to 64 bytes), so the data offset comes from the local header itself.
   private async dataStart(entry: ZipEntry): Promise<number> {

@@ -14,6 +14,7 @@ export class HeaderCursor {
   private buf: Buffer;
   private bufStart = 0;
   private bufEnd = 0;
+  private lastString = { off: 0, len: 0 };
 
   constructor(
     private readonly fh: FileHandle,
@@ -85,7 +86,13 @@ export class HeaderCursor {
   /** `n` bytes decoded as UTF-8 (invalid sequences become U+FFFD, as they only matter for display). */
   utf8(n: number): string {
     const off = this.at(n);
+    this.lastString = { off, len: n };
     return this.buf.toString('utf8', off, off + n);
+  }
+
+  /** A copy of the bytes of the string read last (by utf8() or bufferedString()). */
+  lastStringBytes(): Buffer {
+    return Buffer.from(this.buf.subarray(this.lastString.off, this.lastString.off + this.lastString.len));
   }
 
   /**
@@ -100,6 +107,7 @@ export class HeaderCursor {
     const end = this.pos + 8 + Number(len);
     if (len > BigInt(this.bufEnd) || end > this.bufEnd || end > this.byteBudget) return undefined;
     this.pos = end;
+    this.lastString = { off: off + 8, len: Number(len) };
     return this.buf.toString('utf8', off + 8, off + 8 + Number(len));
   }
 

@@ -60,10 +60,10 @@ export async function readGgufHeader(path: string, options: ReadGgufHeaderOption
   }
   const fh = await open(path, 'r');
   try {
-    const fileSize = (await fh.stat()).size;
+    const opened = await fh.stat();
     const budget = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES;
-    const cur = new HeaderCursor(fh, path, fileSize, budget);
-    return await parseHeader(cur);
+    const cur = new HeaderCursor(fh, path, opened.size, budget);
+    return { ...(await parseHeader(cur)), fileId: `${opened.dev}:${opened.ino}` };
   } finally {
     await fh.close();
   }
@@ -197,6 +197,10 @@ async function readEntry(cur: HeaderCursor, index: number): Promise<GgufMetadata
   if (n64 > BigInt(MAX_ARRAY_ELEMENTS)) fail(cur, 'bad-count', `metadata array "${key}" claims ${n64} elements`);
   const n = Number(n64);
   checkFits(cur, n, arrayType === GgufValueType.STRING ? 8 : SCALAR_SIZE[arrayType]!, `elements in "${key}"`);
+  if (arrayType === GgufValueType.STRING) {
+    const { values, undecodable } = await readStringArray(cur, n, key);
+    return undecodable ? { key, type, arrayType, value: values, undecodable } : { key, type, arrayType, value: values };
+  }
   return { key, type, arrayType, value: await readArray(cur, arrayType, n, key) };
 }
 
@@ -223,12 +227,21 @@ function readFixed(cur: HeaderCursor, type: GgufValueType): GgufScalar {
   }
 }
 
+// Elements whose text holds U+FFFD keep their bytes too: several different invalid sequences
+// decode to the same text, and llama.cpp compares vocabulary tokens by their bytes.
+async function readStringArray(cur: HeaderCursor, n: number, key: string): Promise<{ values: string[]; undecodable?: Map<number, Buffer> }> {
+  const values: string[] = new Array<string>(n);
+  let undecodable: Map<number, Buffer> | undefined;
+  for (let i = 0; i < n; i++) {
+    const s = cur.bufferedString() ?? (await readString(cur, `element ${i} of "${key}"`));
+    values[i] = s;
+    if (s.includes('\uFFFD')) (undecodable ??= new Map()).set(i, cur.lastStringBytes());
+  }
+  return { values, undecodable };
+}
+
 async function readArray(cur: HeaderCursor, type: GgufValueType, n: number, key: string): Promise<GgufScalar[]> {
   const out: GgufScalar[] = new Array<GgufScalar>(n);
-  if (type === GgufValueType.STRING) {
-    for (let i = 0; i < n; i++) out[i] = cur.bufferedString() ?? (await readString(cur, `element ${i} of "${key}"`));
-    return out;
-  }
   // Fixed-size elements: one buffer fill per batch instead of one await per element.
   const size = SCALAR_SIZE[type]!;
   const perBatch = Math.max(1, Math.floor((1 << 20) / size));

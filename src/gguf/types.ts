@@ -144,6 +144,11 @@ export interface GgufMetadataEntry {
   value: GgufValue;
   /** Element type when `type` is ARRAY. */
   arrayType?: GgufValueType;
+  /**
+   * For arrays of strings: the raw bytes of each element whose decoded text holds U+FFFD
+   * (invalid UTF-8 was replaced by it, or the file holds the character itself), by index.
+   */
+  undecodable?: ReadonlyMap<number, Buffer>;
 }
 
 /** One tensor's description from the header. */
@@ -167,6 +172,8 @@ export interface GgufHeader {
   /** Absolute file offset of the data section. */
   dataOffset: number;
   fileSize: number;
+  /** Device and inode of the file read ("dev:ino"), to tell whether a path still names it. */
+  fileId?: string;
 }
 
 /** The string value of `key`, or undefined when missing or not a string. */

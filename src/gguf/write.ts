@@ -96,26 +96,48 @@ function withAlignment(spec: GgufSpec): { metadata: GgufMetadataEntry[]; alignme
   return { metadata, alignment };
 }
 
-function layoutTensors(tensors: TensorSpec[], alignment: number): { offsets: bigint[]; elements: number[] } {
+/** Name, type and shape of a tensor whose bytes the caller encodes itself. */
+export type TensorLayout = Pick<TensorSpec, 'name' | 'type' | 'shape'>;
+
+/**
+ * @internal
+ * The header (magic, key-value pairs, tensor infos) of a GGUF whose tensors the caller
+ * writes itself, already encoded in any ggml type: after `bytes` come zero bytes up to
+ * `dataStart`, then each tensor's `sizes[i]` bytes at `dataStart + offsets[i]`, each
+ * padded with zeros to `alignment`. Same layout as {@link writeGguf}.
+ */
+export function encodeGgufHeader(metadata: GgufMetadataEntry[], tensors: TensorLayout[], alignment?: number): {
+  bytes: Uint8Array; dataStart: number; offsets: number[]; sizes: number[]; alignment: number;
+} {
+  const m = withAlignment({ metadata, tensors: [], alignment });
+  const layout = layoutTensors(tensors, m.alignment, true);
+  const bytes = encodeHeader(m.metadata, tensors, layout.offsets);
+  const dataStart = tensors.length > 0 ? Math.ceil(bytes.length / m.alignment) * m.alignment : bytes.length;
+  return { bytes, dataStart, offsets: layout.offsets.map(Number), sizes: layout.sizes, alignment: m.alignment };
+}
+
+function layoutTensors(tensors: TensorLayout[], alignment: number, anyType = false): { offsets: bigint[]; elements: number[]; sizes: number[] } {
   const names = new Set<string>();
   const offsets: bigint[] = [];
   const elements: number[] = [];
+  const sizes: number[] = [];
   let offset = 0n;
   for (const t of tensors) {
     if (t.name.length === 0 || Buffer.byteLength(t.name) > MAX_NAME_BYTES) throw new RangeError(`tensor name "${t.name}" must be 1..${MAX_NAME_BYTES} bytes`);
     if (names.has(t.name)) throw new RangeError(`duplicate tensor name "${t.name}"`);
     names.add(t.name);
-    if (!WRITABLE_TYPES.has(t.type)) throw new RangeError(`tensor "${t.name}": cannot write type ${ggmlTypeName(t.type)}`);
+    if (!anyType && !WRITABLE_TYPES.has(t.type)) throw new RangeError(`tensor "${t.name}": cannot write type ${ggmlTypeName(t.type)}`);
     if (t.shape.length < 1 || t.shape.length > 4 || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new RangeError(`tensor "${t.name}": shape must have 1..4 non-negative integer dimensions, got [${t.shape.join(', ')}]`);
     }
     const bytes = tensorByteSize(t.type, t.shape); // also checks whole blocks per row
     offsets.push(offset);
+    sizes.push(bytes);
     elements.push(t.shape.reduce((a, b) => a * b, 1));
     const a = BigInt(alignment);
     offset += ((BigInt(bytes) + a - 1n) / a) * a;
   }
-  return { offsets, elements };
+  return { offsets, elements, sizes };
 }
 
 /** Growable little-endian byte sink for the header. */
@@ -205,7 +227,7 @@ function writeScalar(out: ByteSink, type: GgufValueType, v: GgufScalar, key: str
   }
 }
 
-function encodeHeader(metadata: GgufMetadataEntry[], tensors: TensorSpec[], offsets: bigint[]): Uint8Array {
+function encodeHeader(metadata: GgufMetadataEntry[], tensors: TensorLayout[], offsets: bigint[]): Uint8Array {
   const out = new ByteSink();
   out.u32(0x46554747); // "GGUF"
   out.u32(GGUF_VERSION);

@@ -56,7 +56,13 @@ export interface NativeGeneration {
   abort(): void;
 }
 
-export type NativePromptPart = { text: string; addSpecial: boolean } | NativeEmbedding;
+/**
+ * A text part is tokenized in one pass with special tokens parsed, except that a control or
+ * unknown token overlapping a `plain` range stays text (user-defined tokens are split
+ * everywhere, as llama.cpp does even without special parsing). `plain`: flat [start, end)
+ * pairs of UTF-8 byte offsets into `text`, sorted and not overlapping.
+ */
+export type NativePromptPart = { text: string; addSpecial: boolean; plain?: number[] } | NativeEmbedding;
 
 export interface NativeGenerateOptions {
   maxTokens: number;
@@ -77,7 +83,6 @@ export interface NativeSessionStats {
   totalEvaluatedTokens: number;
   totalGeneratedTokens: number;
   contextUsed: number;
-  contextSize: number;
 }
 
 export interface NativeSession {
@@ -89,7 +94,7 @@ export interface NativeSession {
 
 export interface NativeModel {
   info(): NativeModelInfo;
-  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Promise<Int32Array>;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean, abort?: NativeAbortFlag): Promise<Int32Array>;
   detokenize(tokens: Int32Array, special: boolean): Promise<string>;
   encodeImage(rgb: Uint8Array, width: number, height: number): Promise<NativeEmbedding>;
   createSession(options: { contextSize?: number; batchSize?: number; threads?: number; parallel?: number }): NativeSession;
@@ -135,6 +140,8 @@ export interface Binding {
   AbortFlag: new () => NativeAbortFlag;
   llamaCommit: string;
   napiVersion: number;
+  /** llama_model_quantize on the libuv pool; ftype -1 is llama-quantize's COPY. Progress comes per tensor. */
+  quantize(input: string, output: string, ftype: number, threads: number, abort: NativeAbortFlag | undefined, onProgress: ((p: number) => void) | undefined): Promise<void>;
 }
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -241,6 +248,7 @@ export function binding(): Binding {
   for (const { file, explicit } of candidates()) {
     if (!existsSync(file)) {
       tried.push(`${file}: not found`);
+      if (explicit) break;  // a binary the user named is the one they want: no silent fallback
       continue;
     }
     const wrong = explicit ? undefined : mismatch(file);
@@ -254,6 +262,7 @@ export function binding(): Binding {
       if (!loaded.systemInfo().devices.some((d) => d.type === 'cpu')) {
         // A prebuild whose folder lost its libggml-cpu-* files loads but could run nothing.
         tried.push(`${file}: loaded, but no CPU backend library (ggml-cpu-*) was found beside it; the folder is incomplete`);
+        if (explicit) break;
         continue;
       }
       cached = loaded;
@@ -262,11 +271,16 @@ export function binding(): Binding {
     } catch (err) {
       tried.push(`${file}: ${(err as Error).message}`);
     }
+    if (explicit) break;
   }
+  const named = candidates().find((c) => c.explicit);
   throw new MinigptError(
     'ERR_NO_BINARY',
     `minigpt-node could not load its native addon for ${process.platform}-${process.arch} (Node ${process.versions.node}).\n` +
       tried.map((t) => `  - ${t}`).join('\n') +
+      (named
+        ? `\nThe binary named by ${config.binaryPath ? 'configure({ binaryPath })' : 'MINIGPT_NODE_BINARY'} is used or nothing is: fix that path, or unset it to use the package's own build.`
+        : '') +
       '\nFixes: run `npx minigpt build` to build it from source (needs cmake and a C++17 compiler), ' +
       'or set MINIGPT_NODE_BINARY (or configure({ binaryPath })) to the path of a minigpt.node built for this platform.',
   );

@@ -34,11 +34,44 @@ export function applyRecipe(recipe, bases) {
       case 'splice':
         b = Buffer.concat([b.subarray(0, op.cut), base(bases, op.other).subarray(op.otherCut)]);
         break;
+      case 'string-element':
+        b = withStringElement(b, op.key, op.index, Buffer.from(op.hex, 'hex'));
+        break;
       default:
         throw new Error(`unknown fuzz op ${op.op}`);
     }
   }
   return b;
+}
+
+/**
+ * `b` with element `index` of the string array `key` replaced by `text`, the tensor data moved
+ * to the next aligned offset so that the file stays well-formed apart from the new string.
+ * Returns `b` unchanged when its header no longer parses or has no such element.
+ */
+export function withStringElement(b, key, index, text) {
+  let layout;
+  try {
+    layout = ggufLayout(b);
+  } catch {
+    return b;
+  }
+  const f = layout.fields.filter((g) => g.kind === 'element-length' && g.key === key)[index];
+  if (!f) return b;
+  const alignment = Number(layout.fields.find((g) => g.kind === 'scalar' && g.key === 'general.alignment')?.value ?? 32n);
+  const tensors = layout.fields.some((g) => g.kind === 'tensor-offset');
+  const align = (n) => (tensors ? Math.ceil(n / alignment) * alignment : n);
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(text.length));
+  const header = Buffer.concat([b.subarray(0, f.at), head, text, b.subarray(f.at + 8 + Number(f.value), layout.headerEnd)]);
+  const padding = Buffer.alloc(align(header.length) - header.length);
+  return Buffer.concat([header, padding, b.subarray(align(layout.headerEnd))]);
+}
+
+/** The texts (as Buffers) of the string array `key` in a well-formed GGUF, from its layout. */
+export function stringElements(bytes, layout, key) {
+  return layout.fields.filter((f) => f.kind === 'element-length' && f.key === key)
+    .map((f) => bytes.subarray(f.at + 8, f.at + 8 + Number(f.value)));
 }
 
 function base(bases, name) {
@@ -140,6 +173,79 @@ function stringEdit(r, layout, bytes) {
   return { op: 'replace', at: f.at, length: 8 + oldLength, hex: Buffer.concat([head, text]).toString('hex'), field: `string ${f.key}` };
 }
 
+const TOKENS = 'tokenizer.ggml.tokens';
+const SPECIAL_IDS = ['tokenizer.ggml.bos_token_id', 'tokenizer.ggml.eos_token_id', 'tokenizer.ggml.unknown_token_id'];
+
+/**
+ * Edits aimed at the vocabulary: llama.cpp reads tokens as C strings (up to a NUL; an empty
+ * one becomes "[EMPTY_<id>]") and aborts on two it reads as equal, so rename tokens into
+ * twins of others in the ways bytes can hide it, and retype or repoint special tokens.
+ * String edits are `string-element` ops (by index, so they survive a re-layout); each records
+ * the text it replaced in `was`, so a regression can tell when the corpus changed under it.
+ */
+function vocabEdits(r, layout, bytes) {
+  const tokens = stringElements(bytes, layout, TOKENS);
+  const n = tokens.length;
+  const ops = [];
+  const rename = (index, text) => ops.push({ op: 'string-element', key: TOKENS, index, hex: text.toString('hex'), was: tokens[index].toString('utf8') });
+  const nul = (k) => Buffer.alloc(k);
+  const junk = (k) => Buffer.from(Array.from({ length: k }, () => r.pick([0x80, 0xbf, 0xc0, 0xc3, 0xe2, 0xf0, 0xff, r.int(256)])));
+  const a = r.int(n);
+  let b = r.int(n);
+  if (b === a) b = (a + 1) % n;
+  const edit = r.pick(['twin-nul', 'twin-nul', 'twin', 'cut', 'cut', 'empty', 'empty-name', 'invalid', 'types', 'special']);
+  switch (edit) {
+    case 'twin-nul': {
+      // The issue's case: same length, padded with NULs, often a special or byte token.
+      const pad = r.chance(0.5) ? Math.max(1, tokens[a].length - tokens[b].length) : 1 + r.int(4);
+      rename(r.chance(0.5) ? a : r.int(Math.min(n, 300)), Buffer.concat([tokens[b], nul(pad), r.chance(0.3) ? junk(1 + r.int(3)) : nul(0)]));
+      break;
+    }
+    case 'twin': rename(a, Buffer.from(tokens[b])); break;
+    case 'cut': {
+      // A NUL inside a token: the vocabulary holds every prefix of its words, so this collides often.
+      const t = tokens[a];
+      const at = t.length > 1 ? 1 + r.int(t.length - 1) : 0;
+      rename(a, r.chance(0.5) ? Buffer.concat([t.subarray(0, at), nul(1), t.subarray(at + 1)]) : Buffer.concat([t.subarray(0, at), nul(1), t.subarray(at)]));
+      break;
+    }
+    case 'empty': rename(a, r.chance(0.5) ? Buffer.alloc(0) : nul(1 + r.int(3))); break;
+    case 'empty-name':
+      rename(a, Buffer.alloc(0));
+      rename(b, Buffer.from(`[EMPTY_${r.chance(0.8) ? a : b}]`));
+      break;
+    case 'invalid': {
+      // Different invalid UTF-8 reads as the same U+FFFD text: only the bytes tell twins apart.
+      const x = junk(1 + r.int(3));
+      rename(a, x);
+      rename(b, r.chance(0.5) ? Buffer.from(x) : Buffer.concat([x, junk(1)]));
+      break;
+    }
+    case 'types': {
+      const types = layout.fields.filter((f) => f.kind === 'element' && f.key === 'tokenizer.ggml.token_type');
+      for (let i = 0, k = 1 + r.int(4); i < k && types.length; i++) {
+        ops.push({ op: 'set', at: r.pick(types).at, hex: hexOf(BigInt(r.pick([0, 1, 2, 3, 4, 5, 6, 7, 0xffffffff])), 4), field: 'element tokenizer.ggml.token_type' });
+      }
+      break;
+    }
+    case 'special': {
+      const f = r.pick(layout.fields.filter((g) => g.kind === 'scalar' && SPECIAL_IDS.includes(g.key)));
+      if (f) ops.push({ op: 'set', at: f.at, hex: hexOf(BigInt(a), f.size), field: `scalar ${f.key}` });
+      rename(a, Buffer.concat([tokens[b], nul(1 + r.int(2))]));
+      break;
+    }
+  }
+  // Another tokenizer model, NUL-padded in place: llama.cpp reads "bert\0" as "bert".
+  const model = layout.fields.find((f) => f.kind === 'string-length' && f.key === 'tokenizer.ggml.model');
+  if (model && r.chance(0.25)) {
+    const name = Buffer.from(r.pick(['bert', 'gpt2', 't5', 'rwkv', 'none', 'llama']));
+    const size = Number(model.value);
+    if (name.length <= size) ops.push({ op: 'set', at: model.at + 8, hex: Buffer.concat([name, nul(size - name.length)]).toString('hex'), field: 'value tokenizer.ggml.model' });
+  }
+  // Sets carry offsets into the base: they go first, before any string changes the layout.
+  return ops.sort((x, y) => (x.op === 'set' ? 0 : 1) - (y.op === 'set' ? 0 : 1));
+}
+
 function flips(r, length, headerEnd) {
   const ops = [];
   const n = 1 + r.int(8);
@@ -153,18 +259,20 @@ function flips(r, length, headerEnd) {
 /**
  * One mutation recipe for case `index` of `kind`. `corpus.kinds[kind]` lists the bases the
  * kind mutates; `corpus.bases` holds their bytes (and those of every other base, for splices).
+ * `only` names the one strategy to use (e.g. 'vocab'), else each case picks one.
  */
-export function makeRecipe(corpus, kind, seed, index) {
+export function makeRecipe(corpus, kind, seed, index, only) {
   const r = caseRng(seed, kind, index);
   const { bases, gguf } = corpus.kinds[kind];
   const name = r.pick(bases);
   const bytes = corpus.bases[name];
   const layout = gguf ? ggufLayout(bytes) : { fields: [], headerEnd: Math.min(bytes.length, 512) };
   const ops = [];
+  const hasVocab = layout.fields.some((f) => f.kind === 'element-length' && f.key === TOKENS);
   const strategies = gguf
-    ? ['field', 'field', 'field', 'fields', 'string', 'string', 'flip', 'flip', 'truncate', 'splice', 'shift', 'mixed']
+    ? ['field', 'field', 'field', 'fields', 'string', 'string', 'flip', 'flip', 'truncate', 'splice', 'shift', 'mixed', ...(hasVocab ? ['vocab', 'vocab'] : [])]
     : ['flip', 'flip', 'flip', 'set', 'truncate', 'truncate', 'splice', 'shift', 'mixed'];
-  const strategy = r.pick(strategies);
+  const strategy = only ?? r.pick(strategies);
   const truncate = () => ({ op: 'truncate', length: r.chance(0.6) ? r.skewed(layout.headerEnd + 64) : r.int(bytes.length) });
   const splice = () => {
     const sameKind = r.chance(0.6);
@@ -189,6 +297,7 @@ export function makeRecipe(corpus, kind, seed, index) {
     case 'flip': ops.push(...flips(r, bytes.length, layout.headerEnd)); break;
     case 'set': ops.push(set()); break;
     case 'string': ops.push(stringEdit(r, layout, bytes), ...(r.chance(0.3) ? [fieldEdit(r, layout)] : [])); break;
+    case 'vocab': ops.push(...vocabEdits(r, layout, bytes)); break;
     case 'truncate': ops.push(truncate()); break;
     case 'splice': ops.push(splice()); break;
     case 'shift': ops.push(shift()); break;

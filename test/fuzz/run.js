@@ -73,10 +73,10 @@ class FuzzChild {
   }
 }
 
-/** Cases `0..count-1` of each kind, generated from `seed`. */
-export function generatedRecipes(corpus, kinds, seed, count) {
+/** Cases `0..count-1` of each kind, generated from `seed`; `strategy` forces one mutation strategy. */
+export function generatedRecipes(corpus, kinds, seed, count, strategy) {
   const out = [];
-  for (const kind of kinds) for (let i = 0; i < count; i++) out.push({ ...makeRecipe(corpus, kind, seed, i), seed, index: i });
+  for (const kind of kinds) for (let i = 0; i < count; i++) out.push({ ...makeRecipe(corpus, kind, seed, i, strategy), seed, index: i });
   return out;
 }
 

@@ -33,11 +33,18 @@ test('regression recipes still aim at the header fields they were found on', asy
   // The recipes are byte offsets into the corpus; if the fixture writers change, they would
   // silently test something else. Each edit names its field, so check it is still there.
   for (const { recipe } of await regressions()) {
-    const { fields } = ggufLayout(corpus.bases[recipe.base]);
+    const bytes = corpus.bases[recipe.base];
+    const { fields } = ggufLayout(bytes);
+    const stale = (op) => `${recipe.kind} recipe ${JSON.stringify(op)}: the corpus changed; find the field again and update test/fuzz/regressions.json`;
     for (const op of recipe.ops.filter((o) => o.field)) {
-      const f = fields.find((g) => g.at === op.at);
-      const label = f && (op.field.startsWith('string ') ? `string ${f.key}` : `${f.kind} ${f.key ?? ''}`.trim());
-      assert.equal(label, op.field, `${recipe.kind} recipe ${JSON.stringify(op)}: the corpus changed; find the field again and update test/fuzz/regressions.json`);
+      // "value KEY": the bytes of a string value, right after its length field.
+      const f = op.field.startsWith('value ') ? fields.find((g) => g.at + 8 === op.at && g.kind === 'string-length') : fields.find((g) => g.at === op.at);
+      const label = f && (op.field.startsWith('string ') || op.field.startsWith('value ') ? `${op.field.split(' ')[0]} ${f.key}` : `${f.kind} ${f.key ?? ''}`.trim());
+      assert.equal(label, op.field, stale(op));
+    }
+    for (const op of recipe.ops.filter((o) => o.op === 'string-element')) {
+      const f = fields.filter((g) => g.kind === 'element-length' && g.key === op.key)[op.index];
+      assert.equal(f && bytes.toString('utf8', f.at + 8, f.at + 8 + Number(f.value)), op.was, stale(op));
     }
   }
 });

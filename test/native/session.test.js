@@ -173,7 +173,7 @@ test('tokens are streamed as they are generated, not at the end', async () => {
 
 test('stream options are validated by name, type and range', async () => {
   const session = model.createSession();
-  const bad = [{ top_p: 0.5 }, { maxTokens: -1 }, { temperature: Number.NaN }, { topP: 2 }, { stop: 'x' }, { signal: {} }, { seed: 1.5 }];
+  const bad = [{ top_p: 0.5 }, { maxTokens: -1 }, { temperature: Number.NaN }, { topP: 2 }, { stop: [1] }, { stop: [''] }, { signal: {} }, { seed: 1.5 }];
   for (const options of bad) await assert.rejects(session.ask('x', options), { code: 'ERR_INVALID_ARGUMENT' }, JSON.stringify(options));
   await assert.rejects(session.ask('x', { top_p: 0.5 }), /did you mean "topP"/);
   await assert.rejects(session.ask('\uD800 lone surrogate'), { code: 'ERR_INVALID_ARGUMENT' });

@@ -65,3 +65,36 @@ test('detokenize rejects ids outside the vocabulary', async () => {
   await assert.rejects(model.detokenize([-1]), { code: 'ERR_INVALID_ARGUMENT' });
   await assert.rejects(model.detokenize([1.5]), { code: 'ERR_INVALID_ARGUMENT' });
 });
+
+test('detokenize refuses ids that are not int32 vocabulary ids, naming where', async () => {
+  const n = model.info.vocabularySize;
+  const bad = [
+    [[2 ** 32 + 5], /tokens\[0\] but received 4294967301/],
+    [[1, 2 ** 40], /tokens\[1\] but received 1099511627776/],
+    [[1, n], new RegExp(`between 0 and ${n - 1}, for tokens\\[1\\] but received ${n}`)],
+    [[-1], /received -1/],
+    [[NaN], /received NaN/],
+    [[Infinity], /received Infinity/],
+    [[0.5], /received 0\.5/],
+    [['5'], /received a value of type string/],
+    [[5n], /received a value of type bigint/],
+    [new Int32Array([5, n]), /tokens\[1\] but received/],
+    [new Int32Array([-7]), /tokens\[0\] but received -7/],
+  ];
+  for (const [tokens, message] of bad) {
+    await assert.rejects(model.detokenize(tokens), (err) => {
+      assert.equal(err.code, 'ERR_INVALID_ARGUMENT');
+      assert.match(err.message, message);
+      return true;
+    }, String(tokens));
+  }
+  // eslint-disable-next-line no-sparse-arrays
+  await assert.rejects(model.detokenize([5, , 6]), { code: 'ERR_INVALID_ARGUMENT', message: /tokens\[1\] but received a hole/ });
+  await assert.rejects(model.detokenize(new Array(3)), { code: 'ERR_INVALID_ARGUMENT', message: /tokens\[0\]/ });
+  await assert.rejects(model.detokenize('hello'), { code: 'ERR_INVALID_ARGUMENT' });
+  await assert.rejects(model.detokenize(new Uint32Array([5])), { code: 'ERR_INVALID_ARGUMENT' });
+  // The extremes of the range are fine, from arrays and Int32Arrays alike.
+  const ends = [0, n - 1];
+  assert.equal(await model.detokenize(ends), await model.detokenize(Int32Array.from(ends)));
+  assert.equal(await model.detokenize([]), '');
+});

@@ -42,3 +42,21 @@ test('a stream cut inside a character releases the bytes it has (as U+FFFD) at t
   assert.equal(pieces.map((p) => p.text).join(''), '\uFFFD');
   await session.dispose();
 });
+
+test('every piece carries the id of a token the model made, so the ids detokenize to the text', async () => {
+  const session = model.createSession({ template: 'none' });
+  for (const maxTokens of [1, 2, 3, 4, 6, 7, 10, 50]) {
+    const pieces = [];
+    const stream = session.stream('cat', { temperature: 0, maxTokens });
+    let step;
+    while (!(step = await stream.next()).done) pieces.push(step.value);
+    const want = chain.slice(0, Math.min(maxTokens, chain.length - 1)).map(([, to]) => idOf(to));
+    assert.deepEqual(pieces.map((p) => p.token), want, `maxTokens ${maxTokens}`);
+    const text = pieces.map((p) => p.text).join('');
+    // The bytes of a character the stream ended inside become one U+FFFD, as detokenize reads them.
+    assert.equal(await model.detokenize(want), text, `maxTokens ${maxTokens}`);
+    assert.equal(step.value.finishReason, maxTokens < chain.length ? 'length' : 'stop', `maxTokens ${maxTokens}`);
+    await session.reset();
+  }
+  await session.dispose();
+});
