@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_NO_BINARY'
   | 'ERR_BACKEND_LOAD'
+  | 'ERR_DOWNLOAD'
   | 'ERR_NATIVE';
 
 /** Base class of every error this package throws or rejects with. */
@@ -74,6 +75,24 @@ export class AbortedError extends MinigptError {
   constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
     super('ERR_ABORTED', message, options);
     this.name = 'AbortError';
+  }
+}
+
+/**
+ * A model file could not be downloaded or verified: an HTTP error (with `status` and `url`), a
+ * hash mismatch, a full disk, or, offline, a file that is not in the cache. The message says
+ * what to do.
+ */
+export class DownloadError extends MinigptError {
+  /** The HTTP status, when a server answered. */
+  readonly status?: number;
+  /** The URL that failed, when there is one. */
+  readonly url?: string;
+  constructor(message: string, options?: { cause?: unknown; status?: number; url?: string }) {
+    super('ERR_DOWNLOAD', message, options);
+    this.name = 'DownloadError';
+    if (options?.status !== undefined) this.status = options.status;
+    if (options?.url !== undefined) this.url = options.url;
   }
 }
 

@@ -18,6 +18,7 @@ export {
   ContextOverflowError,
   AbortedError,
   DisposedError,
+  DownloadError,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { configure, getDevices, getSystemInfo } from './system.js';
@@ -31,3 +32,5 @@ export { quantize, QUANTIZE_TYPES } from './quantize.js';
 export type { QuantizeOptions, QuantizeResult, QuantizeType } from './quantize.js';
 export { convertGgml } from './convert/ggml.js';
 export type { ConvertGgmlOptions, ConvertGgmlResult } from './convert/ggml.js';
+export { modelsDir, planModel, pullModel, listModels, removeModel } from './models/index.js';
+export type { ModelFile, ResolvedModel, DownloadProgress, PullOptions, CatalogEntry, CatalogFile } from './models/index.js';

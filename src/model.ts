@@ -17,11 +17,17 @@ import { checkBlip2Header } from './blip2-check.js';
 import { checkMmprojHeader, checkTextModelHeader } from './projector-check.js';
 import { Session, type SessionOptions } from './session.js';
 import { prestartTemplateRenderer } from './template.js';
-import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, optThreads, requireFilePath } from './validate.js';
+import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, optThreads } from './validate.js';
+import { resolveForLoad, type LoadDownloadOption } from './models/index.js';
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
-  /** The language model GGUF: a path, a `file:` URL string or a `URL`. */
+  /**
+   * The language model GGUF: a path, a `file:` URL string or a `URL`, or a remote file made
+   * local first (see `download`): `hf:<owner>/<repo>/<file.gguf>[#<revision>]`,
+   * `hf:<owner>/<repo>:<quant>` (with the repo's mmproj as the projector unless one is given),
+   * an https URL, or a catalog name such as `smolvlm-500m`.
+   */
   model: string | URL;
   /** The image projector GGUF (an mmproj file), as `model`. Without it the model is text-only. */
   projector?: string | URL;
@@ -59,8 +65,14 @@ export interface LoadModelOptions {
   useMmap?: boolean;
   /** Called with load progress in (0, 1], increasing. If it throws, loading is aborted with that error as `cause`. */
   onProgress?: (progress: number) => void;
-  /** Aborts the load. */
+  /** Aborts the load (and a download it makes, leaving a part file the next load resumes). */
   signal?: AbortSignal;
+  /**
+   * Whether a `model` or `projector` that names a remote file (an `hf:` URI, an https URL or a
+   * catalog name) may be downloaded into the cache first: `true` (the default), `false` to use
+   * only what is cached, or the options of {@link pullModel} (e.g. `{ onProgress }`, `token`).
+   */
+  download?: LoadDownloadOption;
 }
 
 /** What a loaded model is. */
@@ -93,9 +105,13 @@ export interface ModelInfo {
    * everything); 0 without a GPU device. With `gpuLayers: 'auto'` this is what was fitted.
    */
   gpuLayers: number;
+  /** The language model file loaded (in the model cache when `model` named a remote file). */
+  modelPath: string;
+  /** The projector file loaded, or null without one. */
+  projectorPath: string | null;
 }
 
-const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal'] as const;
+const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal', 'download'] as const;
 
 async function checkFile(path: string, what: string, code: 'ERR_MODEL_LOAD' | 'ERR_PROJECTOR_LOAD'): Promise<GgufHeader> {
   const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
@@ -126,12 +142,11 @@ function resolveGpuLayers(value: unknown): number | 'auto' {
  * const model = await loadModel({ model: 'llava-v1.5-7b.Q4_K_M.gguf', projector: 'mmproj-model-f16.gguf' });
  * @throws ModelLoadError `ERR_MODEL_LOAD`, `ERR_PROJECTOR_LOAD`, `ERR_PROJECTOR_MISMATCH`
  * @throws AbortedError `ERR_ABORTED` when `signal` aborts
+ * @throws DownloadError `ERR_DOWNLOAD` when a remote `model` or `projector` cannot be fetched or verified
  */
 export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const o = checkKeys(options, loadKeys, 'loadModel options');
   if (options === undefined) throw new InvalidArgumentError('loadModel needs an options object with at least `model`');
-  const modelPath = requireFilePath(o.model, 'model');
-  const projectorPath = o.projector === undefined ? undefined : requireFilePath(o.projector, 'projector');
   const threads = optThreads(o, 'threads', Math.min(8, availableParallelism()));
   const contextSize = optInteger(o, 'contextSize', 16, 1 << 24);
   const gpuLayersOption = resolveGpuLayers(o.gpuLayers);
@@ -140,6 +155,8 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const onProgress = optFunction<(p: number) => void>(o, 'onProgress');
   const signal = optSignal(o);
   throwIfAborted(signal);
+  // hf: URIs, URLs and catalog names become files in the cache before any check reads them.
+  const { modelPath, projectorPath } = await resolveForLoad(o.model, o.projector, o.download, signal);
 
   const header = await checkFile(modelPath, 'Model', 'ERR_MODEL_LOAD');
   const textProblems = checkTextModelHeader(header);
@@ -210,6 +227,8 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
       // BLIP-2's eval preprocessing squashes every picture to the ViT's input size first.
       resizeTo: blip2 ? getNumber(projectorHeader!, 'blip2.vision.image_size') : undefined,
       gpuLayers: addon.systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? gpuLayers : 0,
+      modelPath,
+      projectorPath: projectorPath ?? null,
     });
   } catch (err) {
     // The native load may notice the flag raised by a throwing onProgress first: name the cause.
@@ -254,7 +273,7 @@ export class Model {
   /** @internal */
   constructor(
     native: NativeModel,
-    extra: { threads: number; contextSize?: number; parallelSessions: number; projectorType: string | null; promptTemplate: string | null; resizeTo?: number; gpuLayers: number },
+    extra: { threads: number; contextSize?: number; parallelSessions: number; projectorType: string | null; promptTemplate: string | null; resizeTo?: number; gpuLayers: number; modelPath: string; projectorPath: string | null },
   ) {
     this.#native = native;
     this.#resizeTo = extra.resizeTo;
@@ -274,6 +293,8 @@ export class Model {
       bosToken: n.bosToken,
       eosToken: n.eosToken,
       gpuLayers: extra.gpuLayers < 0 || extra.gpuLayers > n.layers ? n.layers + 1 : extra.gpuLayers,
+      modelPath: extra.modelPath,
+      projectorPath: extra.projectorPath,
     });
     this.tokenText = { bos: n.bosText, eos: n.eosText, addsBos: n.addBos };
   }

@@ -8,8 +8,9 @@
  * loop) aborts the whole process ("Reached heap limit"), and V8's "invalid size" fatal does the
  * same. A child process can die of anything, and the application sees only an exit. The
  * child renders in a worker of its own and ends that on a time limit or abort, because each
- * new child costs a fork() on our JS thread that grows with our resident memory (measured:
- * 180-340 ms with 2 GB resident on this 2-core machine).
+ * new child costs a fork() that grows with our resident memory (measured: 180-340 ms with 2 GB
+ * resident on this 2-core machine). The host itself lives in a thread of ours
+ * (template-thread.ts), so that fork() does not stop the application's JS thread.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

@@ -9,7 +9,8 @@
  * says why).
  */
 import { AbortedError, MinigptError, throwIfAborted } from './errors.js';
-import { TemplateHost, type RenderOutcome } from './template-host.js';
+import { TemplateClient } from './template-client.js';
+import type { RenderOutcome } from './template-host.js';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
@@ -37,7 +38,7 @@ export const TEMPLATE_LIMITS = {
   heapMb: 256,
 };
 
-let host: TemplateHost | null = null;
+let host: TemplateClient | null = null;
 
 const fallback = "Pass createSession({ template: 'none' }) to send prompts as written, or a Jinja template string of your own";
 
@@ -48,7 +49,7 @@ const fallback = "Pass createSession({ template: 'none' }) to send prompts as wr
  */
 export async function renderChat(source: string, messages: ChatMessage[], ctx: RenderContext, options: { signal?: AbortSignal } = {}): Promise<string> {
   throwIfAborted(options.signal);
-  host ??= new TemplateHost(TEMPLATE_LIMITS);
+  host ??= new TemplateClient(TEMPLATE_LIMITS);
   let inputChars = 0;
   for (const m of messages) inputChars += m.content.length;
   const outcome = await host.render(
@@ -74,7 +75,7 @@ export async function renderChat(source: string, messages: ChatMessage[], ctx: R
  * the process holds, so loadModel calls this before the weights are loaded.
  */
 export function prestartTemplateRenderer(): void {
-  host ??= new TemplateHost(TEMPLATE_LIMITS);
+  host ??= new TemplateClient(TEMPLATE_LIMITS);
   host.prestart();
 }
 

@@ -5,11 +5,16 @@
 import { InvalidArgumentError, MinigptError } from '../errors.js';
 import type { ImageEmbedding } from '../embedding.js';
 import { listOf, numberFlag, parseCommand, UsageError, type OptionSpec } from './args.js';
+import { canAsk, confirm } from './confirm.js';
+import { missingFiles, planLines, progressView, sizeSummary } from './download-progress.js';
 
-export const describeUsage = `  minigpt describe <image> [<image>...] --model <llm.gguf> --projector <mmproj.gguf> [options]
+export const describeUsage = `  minigpt describe <image> [<image>...] [--model <name|uri|llm.gguf>] [--projector <mmproj.gguf|uri>] [options]
       several images all go into the prompt, in the order given, before the prompt text
-      -m, --model <file>     the language model GGUF
-      -p, --projector <file> the image projector GGUF (mmproj, or a BLIP-2 one from 'minigpt convert')
+      -m, --model <m>        the language model: a GGUF file, a catalog name ('minigpt models'), an hf: URI
+                             or an https URL (default: the catalog's default, downloaded on first use)
+      -p, --projector <p>    the image projector GGUF (mmproj, or a BLIP-2 one from 'minigpt convert');
+                             optional when --model is a catalog name or an hf: repo that brings one
+      -y, --yes              download what the model needs without asking (needed when not on a terminal)
       --prompt <text>        question about the image(s) (default: "Describe this image.")
       --max-tokens <n>       most tokens to generate, 1 to 1000000 (default: 256)
       --temperature <t>      0 for greedy, up to 100 (default: 0.2)
@@ -23,6 +28,7 @@ export const describeUsage = `  minigpt describe <image> [<image>...] --model <l
 const options: Record<string, OptionSpec> = {
   model: { type: 'string', short: 'm' },
   projector: { type: 'string', short: 'p' },
+  yes: { type: 'boolean', short: 'y' },
   prompt: { type: 'string', allowEmpty: true },
   'max-tokens': { type: 'string' },
   temperature: { type: 'string' },
@@ -63,27 +69,27 @@ async function run(argv: string[]): Promise<number> {
   }
   const missing = [];
   if (images.length === 0) missing.push('the image to describe');
-  if (values.model === undefined) missing.push('--model <llm.gguf>');
-  if (values.projector === undefined) missing.push('--projector <mmproj.gguf>');
+  // A projector alone cannot pick a language model; the default entry brings its own projector.
+  if (values.model === undefined && values.projector !== undefined) missing.push('--model <llm.gguf>');
   if (missing.length > 0) throw new UsageError('describe', `missing ${listOf(missing)}`);
   const [maxTokens, temperature, contextSize, threads] = (['max-tokens', 'temperature', 'context-size', 'threads'] as const).map((flag) =>
     numberFlag('describe', flag, values[flag], NUMBERS[flag]),
   );
-  const model = values.model as string;
-  const projector = values.projector as string;
   const prompt = (values.prompt as string | undefined) ?? 'Describe this image.';
 
   // Loaded only now: the native addon and sharp take a while, and help or a usage error need neither.
-  const [{ default: cliProgress }, { decodeImage }, { loadModel }] = await Promise.all([
+  const [{ default: cliProgress }, { decodeImage }, { loadModel }, models] = await Promise.all([
     import('cli-progress'),
     import('../image.js'),
     import('../model.js'),
+    import('../models/index.js'),
   ]);
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   // Every image is read before the model loads, which can take minutes: a mistyped path fails at once.
   for (const image of images) await decodeImage(image);
 
+  const { model, projector } = await localFiles(models, values, controller.signal);
   const interactive = process.stderr.isTTY;
   const bar = new cliProgress.SingleBar(
     { format: 'loading [{bar}] {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true },
@@ -124,6 +130,50 @@ async function run(argv: string[]): Promise<number> {
   } finally {
     await loaded.dispose();
   }
+}
+
+/**
+ * The local paths of the model and projector to load: `--model` and `--projector` resolved, or
+ * the catalog's default entry. What is not in the cache yet is downloaded, after saying what
+ * and how big, and only with --yes or a yes at the terminal's prompt.
+ */
+async function localFiles(
+  models: typeof import('../models/index.js'),
+  values: Record<string, string | boolean | undefined>,
+  signal: AbortSignal,
+): Promise<{ model: string; projector: string }> {
+  let name = values.model as string | undefined;
+  if (name === undefined) {
+    const { catalog } = await models.listModels();
+    name = catalog.find((e) => e.default)?.name;
+    if (name === undefined) throw new UsageError('describe', 'missing --model <llm.gguf>: the catalog names no default model');
+  }
+  const spec = { model: name, projector: values.projector as string | undefined };
+  const plan = await asUsage(models.planModel(spec));
+  if (plan.projector === undefined) throw new UsageError('describe', 'missing --projector <mmproj.gguf>');
+  const missing = missingFiles(plan);
+  // Offline, the library's own error says which files are missing and why nothing was fetched.
+  if (missing.files.length > 0 && process.env.MINIGPT_OFFLINE !== '1') {
+    const label = plan.catalogName ?? name;
+    if (!values.yes && !canAsk()) {
+      throw new UsageError(
+        'describe',
+        `${label} is not downloaded yet (${sizeSummary(missing)}); pass --yes to download it, or get it first with 'minigpt pull ${label}'`,
+      );
+    }
+    process.stderr.write(planLines(label, plan, models.modelsDir()));
+    if (!values.yes && !(await confirm('Download?'))) {
+      throw new MinigptError('ERR_ABORTED', `nothing downloaded; 'minigpt pull ${label}' downloads it, --yes downloads without asking`);
+    }
+    const view = await progressView();
+    const pulled = await asUsage(models.pullModel(spec, { signal, onProgress: view.onProgress })).finally(view.stop);
+    return { model: pulled.model.path, projector: (pulled.projector ?? plan.projector).path };
+  }
+  if (missing.files.length > 0) {
+    const pulled = await asUsage(models.pullModel(spec, { signal }));
+    return { model: pulled.model.path, projector: (pulled.projector ?? plan.projector).path };
+  }
+  return { model: plan.model.path, projector: plan.projector.path };
 }
 
 // Every value the library validates here came from the command line: a value it refuses is a

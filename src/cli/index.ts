@@ -2,13 +2,17 @@
 /**
  * @internal
  * The `minigpt` command line:
- *   minigpt describe <image>... --model m.gguf --projector p.gguf [--prompt ...]
+ *   minigpt describe <image>... [--model m.gguf|name|uri] [--projector p.gguf] [--yes] [--prompt ...]
+ *   minigpt pull <name|uri>... [--projector <uri>] [--offline]
+ *   minigpt models
+ *   minigpt rm <name|uri>...
  *   minigpt convert -o out.gguf <inputs...>          (a BLIP-2 projector)
  *   minigpt convert --llama -o out.gguf <folder|.bin>  (a LLaMA / Vicuna language model)
  *   minigpt quantize in.gguf out.gguf Q4_K_M
  *   minigpt build [--gpu cuda|vulkan|metal]
  * Exit codes: 0 done, 1 the work failed (one line `minigpt: <message> [<code>]`), 2 the command
- * line is wrong (one line naming the problem and pointing to --help).
+ * line is wrong (one line naming the problem and pointing to --help), 130 a pull stopped by
+ * Ctrl-C (its partial file kept for the next pull to resume).
  */
 import { MinigptError } from '../errors.js';
 import { listOf, UsageError, usageLine } from './args.js';
@@ -17,16 +21,22 @@ import { convert, convertUsage } from './convert.js';
 import { convertLlamaCommand, convertLlamaUsage } from './convert-llama.js';
 import { quantizeCommand, quantizeUsage } from './quantize.js';
 import { describe, describeUsage } from './describe.js';
+import { models, modelsUsage } from './models.js';
+import { pull, pullUsage } from './pull.js';
+import { rm, rmUsage } from './rm.js';
 
 const commands: Record<string, { run: (argv: string[]) => number | Promise<number>; usage: string }> = {
   describe: { run: describe, usage: describeUsage },
+  pull: { run: pull, usage: pullUsage },
+  models: { run: models, usage: modelsUsage },
+  rm: { run: rm, usage: rmUsage },
   convert: { run: (argv) => (argv.includes('--llama') ? convertLlamaCommand(argv) : convert(argv)), usage: `${convertUsage}${convertLlamaUsage}` },
   quantize: { run: quantizeCommand, usage: quantizeUsage },
   build: { run: build, usage: buildUsage },
 };
 
 const usage = `Usage:
-${describeUsage}${convertUsage}${convertLlamaUsage}${quantizeUsage}${buildUsage}  minigpt help [<command>]   this text, or one command's (also: minigpt <command> --help)
+${describeUsage}${pullUsage}${modelsUsage}${rmUsage}${convertUsage}${convertLlamaUsage}${quantizeUsage}${buildUsage}  minigpt help [<command>]   this text, or one command's (also: minigpt <command> --help)
 `;
 
 const unknownCommand = (name: string) =>

@@ -132,9 +132,9 @@ describe('help', () => {
 
 describe('usage errors: exit 2, one line naming the problem and --help', () => {
   test('unknown command, or none', async () => {
-    await usageError(['frobnicate'], /unknown command 'frobnicate'; the commands are describe, convert, build and help/);
+    await usageError(['frobnicate'], /unknown command 'frobnicate'; the commands are describe, pull, models, rm, convert, quantize, build and help/);
     await usageError(['help', 'frobnicate'], /unknown command 'frobnicate'/);
-    await usageError([], /missing the command \(describe, convert, build or help\)/);
+    await usageError([], /missing the command \(describe, pull, models, rm, convert, quantize, build or help\)/);
     await usageError(['--model', 'x'], /expected a command before the option '--model'/);
   });
 
@@ -193,7 +193,8 @@ describe('usage errors: exit 2, one line naming the problem and --help', () => {
     await usageError(['describe', ...models()], /: missing the image to describe\./);
     await usageError(['describe', fx.images.png, '--projector', fx.projector], /: missing --model <llm\.gguf>\./);
     await usageError(['describe', fx.images.png, '--model', fx.model], /: missing --projector <mmproj\.gguf>\./);
-    await usageError(['describe'], /: missing the image to describe, --model <llm\.gguf> and --projector <mmproj\.gguf>\./);
+    await usageError(['describe'], /: missing the image to describe\./);
+    await usageError(['describe', '--projector', fx.projector], /: missing the image to describe and --model <llm\.gguf>\./);
     await usageError(['convert', 'in.pth'], /: missing -o <out\.gguf>\./);
     await usageError(['convert', '-o', 'o.gguf'], /: missing the inputs/);
     await usageError(['convert'], /: missing -o <out\.gguf> and the inputs/);

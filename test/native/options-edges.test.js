@@ -49,7 +49,11 @@ test('model, projector and image paths may be file: URLs, as strings or URL obje
   const session = byUrl.createSession();
   assert.equal(typeof (await session.ask([pathToFileURL(fx.images.png), 'What is it?'], { temperature: 0, maxTokens: 2 })), 'string');
   await byUrl.dispose();
-  for (const model of ['https://example.com/model.gguf', new URL('http://127.0.0.1/x.gguf'), 'file://remote-host/x.gguf']) {
+  // http(s) URLs are downloads now (issue 16): with download: false, only the cache is looked at.
+  for (const model of ['https://example.com/model.gguf', new URL('http://127.0.0.1/x.gguf')]) {
+    await assert.rejects(loadModel({ model, download: false }), { code: 'ERR_DOWNLOAD' });
+  }
+  for (const model of ['file://remote-host/x.gguf', 'ftp://example.com/x.gguf']) {
     await assert.rejects(loadModel({ model }), (err) => {
       assert.equal(err.code, 'ERR_INVALID_ARGUMENT');
       assert.match(err.message, /model/);

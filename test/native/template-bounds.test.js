@@ -3,7 +3,7 @@
 // running meanwhile, and the process, the model and other sessions carry on (issue 15).
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { Template } from '@huggingface/jinja';
@@ -160,7 +160,8 @@ console.log(await renderChat('fine', [], ctx));`);
   assert.match(stdout, /\nfine\n$/);
 });
 
-const childrenOf = `readFileSync(\`/proc/self/task/\${process.pid}/children\`, 'utf8').trim()`;
+// Children of every thread: the renderer is forked by a thread of ours, not the main one.
+const childrenOf = `readdirSync('/proc/self/task').map((t) => readFileSync(\`/proc/self/task/\${t}/children\`, 'utf8').trim()).filter(Boolean).join(' ')`;
 const linux = existsSync(`/proc/self/task/${process.pid}/children`);
 
 async function gone(pid, ms) {
@@ -174,7 +175,7 @@ async function gone(pid, ms) {
 
 test('the renderer outlives a time limit; killed from outside mid-render: ERR_TEMPLATE saying so, and a fresh one next time', { skip: !linux && 'needs /proc children' }, async () => {
   await sane();
-  const renderers = () => readFileSync(`/proc/self/task/${process.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)
+  const renderers = () => readdirSync('/proc/self/task').flatMap((t) => readFileSync(`/proc/self/task/${t}/children`, 'utf8').trim().split(/\s+/)).filter(Boolean)
     .filter((pid) => existsSync(`/proc/${pid}/cmdline`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('template-child.js'));
   const [pid] = renderers();
   assert.ok(pid, 'no renderer among our children');
@@ -191,7 +192,7 @@ test('the renderer outlives a time limit; killed from outside mid-render: ERR_TE
 
 test('an idle renderer keeps no process alive and ends with it', { skip: !linux && 'needs /proc children' }, async () => {
   const t0 = performance.now();
-  const { stdout } = await node(`import { readFileSync } from 'node:fs';
+  const { stdout } = await node(`import { readdirSync, readFileSync } from 'node:fs';
 console.log(await renderChat('{{ messages[0].content }}', [{ role: 'user', content: 'hello' }], ctx));
 console.log(${childrenOf});`);
   const [text, pid] = stdout.trim().split('\n');
@@ -202,7 +203,7 @@ console.log(${childrenOf});`);
 });
 
 test('a renderer busy with an endless template dies when its parent is killed', { skip: !linux && 'needs /proc children' }, async () => {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script(`import { readFileSync } from 'node:fs';
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script(`import { readdirSync, readFileSync } from 'node:fs';
 await renderChat('warm', [], ctx);
 renderChat(${JSON.stringify(hostile[6][1])}, [], ctx);
 setTimeout(() => console.log(${childrenOf}), 300);`)], { stdio: ['ignore', 'pipe', 'inherit'] });

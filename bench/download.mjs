@@ -1,0 +1,51 @@
+// Download throughput (issue 16): pullModel fetching a 1 GiB file from the local stand-in for
+// the hub (test/fixtures/fake-hub.js: resolve -> 302 -> "CDN" on another port), beside curl
+// fetching the same URL, which is the ceiling. Not a timed test: run `node bench/download.mjs`
+// (after `npm run build:ts`); MB=<n> changes the size. Both write to the same disk; ours also
+// hashes (sha256) and fsyncs before the rename, curl does neither.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startFakeHub } from '../test/fixtures/fake-hub.js';
+
+const run = promisify(execFile);
+const MB = Number(process.env.MB ?? 1024);
+const dir = await mkdtemp(join(tmpdir(), 'minigpt-bench-dl-'));
+const source = join(dir, 'big.gguf');
+try {
+  const block = randomBytes(1 << 20);
+  const fh = await open(source, 'w');
+  for (let i = 0; i < MB; i++) {
+    block[0] = i & 255;  // no two blocks alike
+    await fh.write(block);
+  }
+  await fh.close();
+  const hub = await startFakeHub({ repos: { 'bench/big': { commit: 'c'.repeat(40), files: { 'big-Q8_0.gguf': source } } } });
+  const url = `${hub.endpoint}/bench/big/resolve/main/big-Q8_0.gguf`;
+  const timed = async (cmd) => {
+    const { stderr } = await run('bash', ['-c', `TIMEFORMAT='%R %U %S'; time ${cmd} >/dev/null`], { maxBuffer: 1 << 24 });
+    const [real, user, sys] = stderr.trim().split('\n').pop().split(' ').map(Number);
+    return { seconds: real, cpuSeconds: +(user + sys).toFixed(2), mbPerSecond: Math.round((MB * 1.048576) / real) };
+  };
+  const results = [];
+  for (let round = 0; round < 2; round++) {
+    const curlOut = join(dir, `curl-${round}.bin`);
+    results.push({ tool: 'curl -L', round, ...(await timed(`curl -sSL -o ${curlOut} ${url}`)) });
+    await rm(curlOut);
+    const cache = join(dir, `cache-${round}`);
+    const script = join(dir, 'pull.mjs');
+    await writeFile(script, `import { pullModel } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};
+      await pullModel({ model: 'hf:bench/big/big-Q8_0.gguf' }, { endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cache)}, token: '' });`);
+    results.push({ tool: 'pullModel (sha256 + fsync)', round, ...(await timed(`${process.execPath} ${script}`)) });
+    await rm(cache, { recursive: true });
+  }
+  await hub.close();
+  console.table(results);
+  const best = (tool) => Math.max(...results.filter((r) => r.tool.startsWith(tool)).map((r) => r.mbPerSecond));
+  console.log(`${MB} MiB: pullModel ${best('pullModel')} MB/s, curl ${best('curl')} MB/s: ${(best('pullModel') / best('curl')).toFixed(2)}x curl`);
+} finally {
+  await rm(dir, { recursive: true, force: true });
+}
