@@ -6,10 +6,11 @@
  * `pretrained_minigpt4*.pth`), read without Python.
  * @module
  */
-import { rename, rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { InvalidArgumentError, MinigptError, ModelLoadError } from '../errors.js';
+import { InvalidArgumentError } from '../errors.js';
 import { writeGguf, kv } from '../gguf/write.js';
+import { writeAtomically } from './write-atomically.js';
 import type { GgufMetadataEntry } from '../gguf/types.js';
 import { checkKeys, invalid, optFunction, optInteger, optNumber, optString } from '../validate.js';
 import { collectSlots, inferHparams, type Blip2Hparams, type Blip2PromptTemplate } from './blip2-hparams.js';
@@ -94,19 +95,7 @@ export async function convertBlip2(options: ConvertBlip2Options): Promise<Conver
         return t.read();
       },
     }));
-    // Write next to the target and rename at the end, so a failed or interrupted
-    // conversion never leaves a truncated file under the real name.
-    const partial = `${o.output}.partial`;
-    try {
-      await writeGguf(partial, { metadata: metadataFor(hp), tensors });
-      await rename(partial, o.output);
-    } catch (err) {
-      await rm(partial, { force: true });
-      if (err instanceof MinigptError) throw err;
-      const e = err as NodeJS.ErrnoException;
-      if (e?.syscall) throw new InvalidArgumentError(`cannot write ${o.output}: ${e.message}`, { cause: err });
-      throw new ModelLoadError('ERR_MODEL_LOAD', `conversion failed: ${e?.message ?? String(err)}`, { cause: err });
-    }
+    await writeAtomically(o.output, (partial) => writeGguf(partial, { metadata: metadataFor(hp), tensors }));
     o.onProgress?.(plan.length, plan.length);
     // Also report mapped tensors the model does not use: a Q-Former under patch_group, ViT blocks past visionBlocks.
     const planned = new Set(plan.map((t) => t.name));

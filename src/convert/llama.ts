@@ -4,10 +4,11 @@
  * what llama.cpp's own `convert_hf_to_gguf.py` writes for the same folder, without Python.
  * @module
  */
-import { readdir, rename, rm, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { InvalidArgumentError, MinigptError, ModelLoadError, throwIfAborted } from '../errors.js';
+import { InvalidArgumentError, ModelLoadError, throwIfAborted } from '../errors.js';
 import { kv, encodeGgufHeader } from '../gguf/write.js';
+import { writeAtomically } from './write-atomically.js';
 import { checkKeys, invalid, optFunction, optSignal, optString } from '../validate.js';
 import { loadError } from './file-range.js';
 import { FILE_TYPE, hparamMetadata, readLlamaConfig } from './llama-hparams.js';
@@ -100,18 +101,10 @@ export async function convertLlama(options: ConvertLlamaOptions): Promise<Conver
     const vocab = await vocabMetadata(folder, cfg.vocab, meta);
 
     const header = encodeGgufHeader(meta.entries(), plan.map((t) => ({ name: t.name, type: t.type, shape: t.shape })));
-    const partial = `${o.output}.part`;
-    try {
+    await writeAtomically(o.output, async (partial) => {
       await writeLlamaGguf(partial, header, plan, o.onProgress, o.signal);
       throwIfAborted(o.signal);
-      await rename(partial, o.output);
-    } catch (err) {
-      await rm(partial, { force: true });
-      if (err instanceof MinigptError) throw err;
-      const e = err as NodeJS.ErrnoException;
-      if (e?.syscall) throw new InvalidArgumentError(`cannot write ${o.output}: ${e.message}`, { cause: err });
-      throw new ModelLoadError('ERR_MODEL_LOAD', `conversion failed: ${e?.message ?? String(err)}`, { cause: err });
-    }
+    });
     return {
       tensors: plan.length, bytes: (await stat(o.output)).size, parameters, architecture: cfg.architecture,
       vocabulary: vocab.tokens, warnings: vocab.warnings,

@@ -503,7 +503,7 @@ describe('convertBlip2', () => {
       await rejectsWith(convertBlip2({ inputs: [src.dir], output: out, type: 'f16' }), 'ERR_MODEL_LOAD',
         /missing tensor Qformer\.bert\.encoder\.layer\.1\.output_query\.dense\.bias \(LAVIS\) or qformer\.encoder\.layer\.1\.output_query\.dense\.bias \(HF\)/);
       assert.equal(existsSync(out), false);
-      assert.deepEqual(readdirSync(dir).filter((n) => n.endsWith('.partial')), []);
+      assert.deepEqual(readdirSync(dir).filter((n) => n.endsWith('.part')), []);
     });
 
     test('a missing q_bias or v_bias', async () => {
