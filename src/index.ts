@@ -33,4 +33,4 @@ export type { QuantizeOptions, QuantizeResult, QuantizeType } from './quantize.j
 export { convertGgml } from './convert/ggml.js';
 export type { ConvertGgmlOptions, ConvertGgmlResult } from './convert/ggml.js';
 export { modelsDir, planModel, pullModel, listModels, removeModel } from './models/index.js';
-export type { ModelFile, ResolvedModel, DownloadProgress, PullOptions, CatalogEntry, CatalogFile } from './models/index.js';
+export type { ModelFile, ResolvedModel, DownloadProgress, PullOptions, CatalogEntry, CatalogFile, RecipeOptions, RecipeStep, RecipeStepEvent } from './models/index.js';

@@ -43,6 +43,7 @@ export async function models(argv: string[]): Promise<number> {
 
 /** "545.6 MB, downloaded", "3.3 GB", "not downloadable yet". */
 function status(entry: CatalogEntry, cachedUris: Set<string>): string {
+  if (entry.recipe) return 'built from checkpoints';
   if (entry.placeholder || !entry.model) return 'not downloadable yet';
   const files = [entry.model, entry.projector].filter((f) => f !== undefined);
   const known = files.every((f) => typeof f.size === 'number');

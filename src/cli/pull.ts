@@ -15,13 +15,31 @@ export const pullUsage = `  minigpt pull <name|uri>... [--projector <uri>] [--of
       hf:<owner>/<repo>:<quant> (its GGUF of that quant and the repo's mmproj) or an https:// URL
       -p, --projector <uri>  the projector to pull with the one model given (default: the entry's or repo's)
       --offline              make no request: only say what is cached and what is missing
+      For a model built from its original checkpoints (minigpt4-7b, minigpt4-13b, minigpt4-llama2-7b):
+      --type <quant>         the LLM's quantization (default: the entry's, Q4_K_M)
+      --encoder-type <type>  the image encoder's type: f16, q8_0, ... (default: the entry's, q8_0)
+      --keep                 keep the downloaded checkpoints and the f16 LLM GGUF
+      --from <path>          checkpoints you already have: a file, or a folder holding them by their
+                             names (eva_vit_g.pth, ...) and/or the Hugging Face LLM folder; the rest is downloaded
       Ctrl-C stops it and keeps what was downloaded; the same pull resumes from there
 `;
 
 const options: Record<string, OptionSpec> = {
   projector: { type: 'string', short: 'p' },
   offline: { type: 'boolean' },
+  type: { type: 'string' },
+  'encoder-type': { type: 'string' },
+  keep: { type: 'boolean' },
+  from: { type: 'string' },
 };
+
+const STEP_TEXT = {
+  download: 'getting the checkpoints',
+  encoder: 'converting the image encoder',
+  llm: 'converting the language model to f16',
+  quantize: 'quantizing the language model',
+  cleanup: 'removing the intermediate files',
+} as const;
 
 /** Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it. */
 export const INTERRUPTED = 130;
@@ -37,6 +55,13 @@ export async function pull(argv: string[]): Promise<number> {
   const projector = values.projector as string | undefined;
   if (projector !== undefined && specs.length > 1) throw new UsageError('pull', '--projector goes with one model, and this pull names several');
 
+  const recipe = {
+    ...(values.type !== undefined ? { type: values.type as string } : {}),
+    ...(values['encoder-type'] !== undefined ? { encoderType: values['encoder-type'] as string } : {}),
+    ...(values.keep ? { keep: true } : {}),
+    ...(values.from !== undefined ? { from: values.from as string } : {}),
+  };
+  if (Object.keys(recipe).length && specs.length > 1) throw new UsageError('pull', '--type, --encoder-type, --keep and --from go with one model, and this pull names several');
   const { pullModel, modelsDir } = await import('../models/index.js');
   const controller = new AbortController();
   const onSigint = () => controller.abort();
@@ -48,7 +73,13 @@ export async function pull(argv: string[]): Promise<number> {
       try {
         resolved = await specErrorsAreUsage(
           'pull',
-          pullModel({ model: spec, projector }, { signal: controller.signal, onProgress: view.onProgress, offline: values.offline ? true : undefined }),
+          pullModel({ model: spec, projector }, {
+            signal: controller.signal, onProgress: view.onProgress, offline: values.offline ? true : undefined, ...recipe,
+            onStep: (e) => {
+              view.stop();
+              process.stderr.write(`${spec}: ${STEP_TEXT[e.step]} ${e.state === 'start' ? '...' : e.state === 'done' ? 'done' : 'already done'}\n`);
+            },
+          }),
         );
       } catch (err) {
         view.stop();

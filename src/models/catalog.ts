@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from '../errors.js';
+import { parseRecipe, type Recipe } from './recipe-spec.js';
 
 /** One file of a catalog entry, pinned by revision, and by size and hash where they were verified (else the hub's, at download). */
 export interface CatalogFile {
@@ -28,6 +29,8 @@ export interface CatalogEntry {
   projector?: CatalogFile;
   /** Listed but not downloadable yet (no published GGUF). */
   placeholder?: boolean;
+  /** Built from original checkpoints by `pullModel` / `minigpt pull` instead of downloaded as GGUF. */
+  recipe?: Recipe;
   /** Public pages the entry was checked against. */
   sources: string[];
 }
@@ -75,7 +78,8 @@ export async function loadCatalog(): Promise<CatalogEntry[]> {
     const projector = file(e.projector, `${path} entry ${name}.projector`);
     if (model) entry.model = model;
     if (projector) entry.projector = projector;
-    if (!model && !entry.placeholder) throw new InvalidArgumentError(`Catalog ${path} entry ${name} has no model and is not a placeholder`);
+    if (e.recipe !== undefined) entry.recipe = parseRecipe(e.recipe, `${path} entry ${name}.recipe`);
+    if (!model && !entry.placeholder && !entry.recipe) throw new InvalidArgumentError(`Catalog ${path} entry ${name} has no model and is not a placeholder`);
     entries.push(entry);
   }
   return entries;
@@ -89,7 +93,7 @@ export async function findCatalogEntry(name: string): Promise<CatalogEntry> {
     const known = entries.map((e) => e.name).join(', ') || 'none';
     throw new InvalidArgumentError(`${JSON.stringify(name)} is neither a file nor a catalog model name (known names: ${known}); give a path, an hf: URI or an https URL`);
   }
-  if (entry.placeholder || !entry.model) {
+  if (!entry.recipe && (entry.placeholder || !entry.model)) {
     throw new InvalidArgumentError(`Catalog model ${name} is a placeholder: no GGUF of it is published yet (${entry.description}); convert one with convertLlama/convertBlip2 and pass the paths`);
   }
   return entry;

@@ -15,6 +15,7 @@ export { modelsDir } from './cache.js';
 export { listModels, removeModel } from './list.js';
 export { pullModel } from './pull.js';
 export type { PullOptions } from './pull.js';
+export type { RecipeOptions, RecipeStep, RecipeStepEvent } from './recipe-spec.js';
 export type { ModelFile, ResolvedModel } from './plan.js';
 export type { DownloadProgress } from './progress.js';
 export type { CatalogEntry, CatalogFile } from './catalog.js';

@@ -9,6 +9,7 @@ import { cachedEntry, hfFilePath, hfRevisionDir, hfTreePath, modelsDir, readJson
 import { findCatalogEntry, type CatalogEntry } from './catalog.js';
 import type { HubFile } from './hub.js';
 import { isSplit, pickModel, pickProjector } from './pick.js';
+import { recipePair } from './recipe-spec.js';
 import { parseSpec, type HfQuantSpec, type Spec } from './spec.js';
 
 /** A model file in the cache or about to be: what a spec resolves to. */
@@ -43,7 +44,8 @@ export interface FilePlan extends ModelFile {
     | { kind: 'hf-quant'; spec: HfQuantSpec };
 }
 
-export interface Plan { model: FilePlan; projector?: FilePlan; catalogName?: string }
+/** `recipe`: the catalog name of an entry built from checkpoints (its finished pair is `model`/`projector`). */
+export interface Plan { model: FilePlan; projector?: FilePlan; catalogName?: string; recipe?: string }
 
 export async function planFile(spec: Exclude<Spec, { kind: 'name' | 'hf-quant' }>, cache: string, expect: { size?: number; sha256?: string } = {}): Promise<FilePlan> {
   if (spec.kind === 'local') {
@@ -114,6 +116,11 @@ export async function planSpec(
   const projectorSpec = spec.projector === undefined ? undefined : asFileSpec(parseSpec(spec.projector, 'projector'));
   const projector = projectorSpec ? await planFile(projectorSpec, cache) : undefined;
   const entry = await catalogEntryFor(modelSpec);
+  if (entry?.recipe) {
+    const pair = await recipePair(cache, entry.name, entry.recipe);
+    const built = (path: string): FilePlan => ({ uri: path, path, cached: pair.cached, source: { kind: 'local' } });
+    return { model: built(pair.model), projector: projector ?? built(pair.projector), catalogName: entry.name, recipe: entry.name };
+  }
   if (entry) {
     const fromCatalog = async (f: { uri: string; size?: number; sha256?: string }) => {
       const s = parseSpec(f.uri, `catalog ${entry.name}`);

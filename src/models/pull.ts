@@ -10,10 +10,11 @@ import { cachedEntry, hfTreePath, writeJson } from './cache.js';
 import { downloadFile } from './download.js';
 import { NetworkError, type FailureContext, type HttpContext } from './http.js';
 import { headFile, listRepo, resolveUrl, type HubFile, type RemoteInfo } from './hub.js';
-import { cacheDirOf, cachedListing, planSpec, publicPlan, type FilePlan, type Plan, type ResolvedModel } from './plan.js';
+import { cacheDirOf, cachedListing, catalogEntryFor, planSpec, publicPlan, type FilePlan, type Plan, type ResolvedModel } from './plan.js';
 import type { DownloadProgress } from './progress.js';
 import { withRetries } from './retry.js';
-import { isCommit, type HfQuantSpec } from './spec.js';
+import { isCommit, parseSpec, type HfQuantSpec } from './spec.js';
+import { recipeKeys, type RecipeOptions } from './recipe-spec.js';
 import { hfToken } from './token.js';
 
 /** Options of {@link pullModel} and {@link planModel}. */
@@ -65,12 +66,12 @@ export function settings(options: PullOptions | undefined): Settings {
   return { cache: cacheDirOf(o as { cacheDir?: string }), offline, signal, onProgress, endpoint, token: () => (cached ??= given !== undefined ? Promise.resolve(given || undefined) : hfToken()) };
 }
 
-async function httpContext(s: Settings): Promise<HttpContext> {
+export async function httpContext(s: Settings): Promise<HttpContext> {
   return { endpoint: s.endpoint, token: await s.token(), signal: s.signal };
 }
 
 /** A repo's listing from the hub, kept in the cache for offline use; the cached one if the hub cannot be reached. */
-async function fetchListing(s: Settings, q: HfQuantSpec): Promise<HubFile[]> {
+export async function fetchListing(s: Settings, q: HfQuantSpec): Promise<HubFile[]> {
   const http = await httpContext(s);
   const failure: FailureContext = { repo: q.repo, revision: q.revision, endpoint: s.endpoint, tokenSent: !!http.token };
   try {
@@ -92,7 +93,7 @@ function offlineError(missing: FilePlan[], s: { offline: boolean }, why: string)
 }
 
 /** Makes one planned file local. */
-async function pullFile(s: Settings, f: FilePlan): Promise<FilePlan> {
+export async function pullFile(s: Settings, f: FilePlan): Promise<FilePlan> {
   if (f.source.kind === 'local' || f.source.kind === 'hf-quant') return f;
   const http = await httpContext(s);
   if (f.source.kind === 'hf') {
@@ -145,6 +146,9 @@ async function pullFile(s: Settings, f: FilePlan): Promise<FilePlan> {
 export async function pullPlan(spec: { model: string | URL; projector?: string | URL }, s: Settings): Promise<Plan> {
   throwIfAborted(s.signal);
   const plan = await planSpec(spec, s.cache, (q) => (s.offline ? cachedListing(s.cache, q) : fetchListing(s, q)));
+  if (plan.recipe && !plan.model.cached) {
+    throw new DownloadError(`${plan.recipe} is built from its original checkpoints, not downloaded as one file, and it is not built yet: run 'npx minigpt pull ${plan.recipe}' (or pullModel({ model: '${plan.recipe}' })) first`);
+  }
   const files = [plan.model, plan.projector].filter((f): f is FilePlan => f !== undefined);
   if (s.offline) {
     const missing = files.filter((f) => !f.cached);
@@ -161,13 +165,30 @@ export async function pullPlan(spec: { model: string | URL; projector?: string |
 
 /**
  * Makes every file of `spec` local (downloading what is missing, resumable and verified
- * against the hub's sha256) and resolves with their paths.
+ * against the hub's sha256) and resolves with their paths. A catalog entry built from its
+ * original checkpoints (a recipe, e.g. `minigpt4-7b`) is built here: downloaded (or taken
+ * from `from`), converted and quantized, continuing where a stopped pull left off.
  * @example
  * const { model, projector } = await pullModel({ model: 'hf:ggml-org/SmolVLM-500M-Instruct-GGUF:Q8_0' }, { onProgress: console.log });
+ * await pullModel({ model: 'minigpt4-7b' }, { type: 'Q4_K_M', encoderType: 'q8_0' });
  * @throws DownloadError `ERR_DOWNLOAD` (HTTP status and URL, hash mismatch, disk full, offline and not cached)
- * @throws InvalidArgumentError `ERR_INVALID_ARGUMENT` for a malformed URI or an unknown catalog name
+ * @throws InvalidArgumentError `ERR_INVALID_ARGUMENT` for a malformed URI, an unknown catalog name, or a checkpoint the user must bring and did not
  * @throws AbortedError `ERR_ABORTED` when `signal` aborts (a `.part` is kept for the next pull)
  */
-export async function pullModel(spec: { model: string | URL; projector?: string | URL }, options?: PullOptions): Promise<ResolvedModel> {
-  return publicPlan(await pullPlan(spec, settings(options)));
+export async function pullModel(spec: { model: string | URL; projector?: string | URL }, options?: PullOptions & RecipeOptions): Promise<ResolvedModel> {
+  // The recipe's options go to the recipe; the rest are checked as any pull's (a non-object too).
+  const isObject = options !== null && typeof options === 'object';
+  const o = (isObject ? options : {}) as Record<string, unknown>;
+  const isRecipeKey = (k: string) => (recipeKeys as readonly string[]).includes(k);
+  const recipeOptions = Object.fromEntries(Object.entries(o).filter(([k, v]) => isRecipeKey(k) && v !== undefined)) as RecipeOptions;
+  const s = settings((isObject ? Object.fromEntries(Object.entries(o).filter(([k]) => !isRecipeKey(k))) : options) as PullOptions | undefined);
+  const entry = spec !== null && typeof spec === 'object' ? await catalogEntryFor(parseSpec(spec.model, 'model')) : undefined;
+  if (entry?.recipe) {
+    const { runRecipe } = await import('./recipe.js');
+    await runRecipe(entry, s, recipeOptions);
+  } else if (Object.keys(recipeOptions).some((k) => k !== 'onStep')) {
+    // onStep is harmless elsewhere (never called), so one callback can serve every pull.
+    throw new InvalidArgumentError(`${Object.keys(recipeOptions).filter((k) => k !== 'onStep').join(', ')}: only for catalog models built from checkpoints (minigpt4-7b, ...), not for ${String(spec?.model)}`);
+  }
+  return publicPlan(await pullPlan(spec, s));
 }

@@ -24,8 +24,8 @@ test('the shipped catalog loads, and every entry is pinned, licensed and sourced
     assert.ok(entry.description.length > 20, `${entry.name}: a description`);
     assert.ok(entry.license.length > 2, `${entry.name}: a licence`);
     assert.ok(entry.sources.some((s) => /^https:\/\//.test(s)), `${entry.name}: sources, at least one a public page`);
-    if (entry.placeholder) {
-      assert.equal(entry.model, undefined, `${entry.name}: a placeholder names no file yet`);
+    if (entry.placeholder || entry.recipe) {
+      assert.equal(entry.model, undefined, `${entry.name}: a placeholder or recipe names no GGUF`);
       assert.ok(entry.sources.some((s) => s.includes('github.com/Vision-CAIR/MiniGPT-4')), `${entry.name}: the original checkpoints' source`);
       continue;
     }
