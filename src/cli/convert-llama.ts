@@ -58,34 +58,16 @@ export async function convertLlamaCommand(argv: string[]): Promise<number> {
   if (isFile) return convertGgmlFile(positionals[0], output, values);
 
   // Loaded only now: help and usage errors need neither.
-  const [{ default: cliProgress }, { convertLlama }] = await Promise.all([import('cli-progress'), import('../convert/llama.js')]);
-  const bar = new cliProgress.SingleBar(
-    { format: 'converting [{bar}] {percentage}% | {value}/{total} MiB | ETA {eta_formatted}', stream: process.stderr, hideCursor: true, clearOnComplete: true },
-    cliProgress.Presets.shades_classic,
-  );
-  const interactive = process.stderr.isTTY;
-  let started = false;
-  const ac = new AbortController();
-  const stop = (): void => ac.abort();
-  process.once('SIGINT', stop);
-  try {
-    const result = await convertLlama({
-      input: positionals[0], output, type, name: values.name as string | undefined, signal: ac.signal,
-      onProgress: (done, total) => {
-        if (!interactive) return;
-        if (!started) { bar.start(Math.ceil(total / 2 ** 20), Math.floor(done / 2 ** 20)); started = true; } else bar.update(Math.floor(done / 2 ** 20));
-      },
-    });
-    if (started) bar.stop();
-    started = false;
-    for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
-    process.stderr.write(`wrote ${output}: ${result.architecture}, ${result.tensors} tensors, ${(result.parameters / 1e6).toFixed(1)} M parameters, ` +
-      `${result.vocabulary} tokens, ${mib(result.bytes)} MiB\n`);
-    return 0;
-  } finally {
-    process.removeListener('SIGINT', stop);
-    if (started) bar.stop();
-  }
+  const [{ withTaskProgress }, { convertLlama }] = await Promise.all([import('./task-progress.js'), import('../convert/llama.js')]);
+  const result = await withTaskProgress('converting [{bar}] {percentage}% | {value}/{total} MiB | ETA {eta_formatted}', (signal, report) =>
+    convertLlama({
+      input: positionals[0], output, type, name: values.name as string | undefined, signal,
+      onProgress: (done, total) => report(Math.floor(done / 2 ** 20), Math.ceil(total / 2 ** 20)),
+    }));
+  for (const w of result.warnings) process.stderr.write(`warning: ${w}\n`);
+  process.stderr.write(`wrote ${output}: ${result.architecture}, ${result.tensors} tensors, ${(result.parameters / 1e6).toFixed(1)} M parameters, ` +
+    `${result.vocabulary} tokens, ${mib(result.bytes)} MiB\n`);
+  return 0;
 }
 
 async function convertGgmlFile(input: string, output: string, values: Record<string, string | boolean | undefined>): Promise<number> {

@@ -32,31 +32,10 @@ export async function quantizeCommand(argv: string[]): Promise<number> {
   if (!type) throw new UsageError('quantize', `unknown type '${typeName}'; the types are ${listOf(Object.keys(QUANTIZE_TYPES), 'or')}`);
   const threads = numberFlag('quantize', 'threads', values.threads, { integer: true, min: 1, max: 1024 });
 
-  const [{ default: cliProgress }, { quantize }] = await Promise.all([import('cli-progress'), import('../quantize.js')]);
-  const bar = new cliProgress.SingleBar(
-    { format: `quantizing to ${type} [{bar}] {percentage}%`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
-    cliProgress.Presets.shades_classic,
-  );
-  const interactive = process.stderr.isTTY;
-  let started = false;
-  const ac = new AbortController();
-  const stop = (): void => ac.abort();
-  process.once('SIGINT', stop);
-  try {
-    const t0 = Date.now();
-    const result = await quantize({
-      input, output, type, threads, signal: ac.signal,
-      onProgress: (p) => {
-        if (!interactive) return;
-        if (!started) { bar.start(100, Math.round(p * 100)); started = true; } else bar.update(Math.round(p * 100));
-      },
-    });
-    if (started) bar.stop();
-    started = false;
-    process.stderr.write(`wrote ${output}: ${result.type}, ${(result.bytes / 2 ** 20).toFixed(1)} MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
-    return 0;
-  } finally {
-    process.removeListener('SIGINT', stop);
-    if (started) bar.stop();
-  }
+  const [{ withTaskProgress }, { quantize }] = await Promise.all([import('./task-progress.js'), import('../quantize.js')]);
+  const t0 = Date.now();
+  const result = await withTaskProgress(`quantizing to ${type} [{bar}] {percentage}%`, (signal, report) =>
+    quantize({ input, output, type, threads, signal, onProgress: (p) => report(Math.round(p * 100), 100) }));
+  process.stderr.write(`wrote ${output}: ${result.type}, ${(result.bytes / 2 ** 20).toFixed(1)} MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  return 0;
 }
