@@ -1,8 +1,9 @@
 // Download throughput (issue 16): pullModel fetching a 1 GiB file from the local stand-in for
 // the hub (test/fixtures/fake-hub.js: resolve -> 302 -> "CDN" on another port), beside curl
 // fetching the same URL, which is the ceiling. Not a timed test: run `node bench/download.mjs`
-// (after `npm run build:ts`); MB=<n> changes the size. Both write to the same disk; ours also
-// hashes (sha256) and fsyncs before the rename, curl does neither.
+// (after `npm run build:ts`); MB=<n> changes the size. All write to the same disk; ours also
+// hashes (sha256) and fsyncs before the rename, bare curl does neither, so a third row does the
+// same work with curl, tee, sha256sum and sync.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -35,6 +36,9 @@ try {
     const curlOut = join(dir, `curl-${round}.bin`);
     results.push({ tool: 'curl -L', round, ...(await timed(`curl -sSL -o ${curlOut} ${url}`)) });
     await rm(curlOut);
+    // The same work as ours: hashed while it arrives, on disk (fsync) before it counts.
+    results.push({ tool: 'curl | tee | sha256sum; sync', round, ...(await timed(`bash -c 'set -o pipefail; curl -sSL ${url} | tee ${curlOut} | sha256sum && sync ${curlOut}'`)) });
+    await rm(curlOut);
     const cache = join(dir, `cache-${round}`);
     const script = join(dir, 'pull.mjs');
     await writeFile(script, `import { pullModel } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};
@@ -45,7 +49,10 @@ try {
   await hub.close();
   console.table(results);
   const best = (tool) => Math.max(...results.filter((r) => r.tool.startsWith(tool)).map((r) => r.mbPerSecond));
-  console.log(`${MB} MiB: pullModel ${best('pullModel')} MB/s, curl ${best('curl')} MB/s: ${(best('pullModel') / best('curl')).toFixed(2)}x curl`);
+  console.log(
+    `${MB} MiB: pullModel ${best('pullModel')} MB/s, curl ${best('curl -L')} MB/s: ${(best('pullModel') / best('curl -L')).toFixed(2)}x curl; ` +
+      `curl with sha256sum and sync ${best('curl |')} MB/s: ${(best('pullModel') / best('curl |')).toFixed(2)}x`,
+  );
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

@@ -4,13 +4,12 @@
  * only then renamed into place. One process at a time per file (lock.ts).
  * @module
  */
-import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { AbortedError, DownloadError, throwIfAborted } from '../errors.js';
 import { cachedEntry, lockPath, metaPath, partPath, partStatePath, readJson, writeJson, type EntryMeta } from './cache.js';
 import { NetworkError, networkError, redact, request, statusError, type FailureContext, type HttpContext } from './http.js';
+import { FileHasher } from './file-hasher.js';
 import { acquireLock, sleep } from './lock.js';
 import { ProgressMeter, type DownloadProgress } from './progress.js';
 import { backoff, isRetryable, RETRIES } from './retry.js';
@@ -50,28 +49,27 @@ function sameSource(state: PartState | undefined, job: DownloadJob): boolean {
   return !differs(state.size, job.size) && !differs(state.sha256, job.sha256) && !differs(state.etag, job.etag);
 }
 
-async function hashFile(path: string, bytes: number, hash: Hash, signal?: AbortSignal): Promise<void> {
-  if (bytes === 0) return;
-  for await (const chunk of createReadStream(path, { start: 0, end: bytes - 1, highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
-}
-
 /**
  * Writes a body into the part at a position, one write in flight while the next chunks
- * gather (so writes grow to what the disk keeps up with), and hashes each chunk once it is on disk, so the hash always covers exactly the
- * bytes written (whatever happens to the connection).
+ * gather (so writes grow to what the disk keeps up with), and has each chunk hashed once it is on
+ * disk, so the hash always covers exactly the bytes written (whatever happens to the connection).
  */
 class PartWriter {
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #inflight: Promise<void> | undefined;
   #error: unknown;
+  #syncedTo: number;
+  #syncing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly fh: FileHandle,
     public position: number,
-    private readonly hash: Hash,
+    private readonly hasher: FileHasher,
     private readonly onWritten: (position: number) => void,
-  ) {}
+  ) {
+    this.#syncedTo = position;
+  }
 
   /** Takes a chunk: written at once when no write is in flight, else with the next batch; waits only when much is waiting. */
   async push(chunk: Uint8Array): Promise<void> {
@@ -120,11 +118,32 @@ class PartWriter {
       const all = Buffer.concat(buffers);
       while (bytesWritten < bytes) bytesWritten += (await this.fh.write(all, bytesWritten, bytes - bytesWritten, this.position + bytesWritten)).bytesWritten;
     }
-    for (const b of buffers) this.hash.update(b);
     this.position += bytes;
+    this.hasher.advance(this.position);
+    if (this.position - this.#syncedTo >= SYNC_BEHIND) {
+      // Written back while the download goes on, so the fsync before the rename has little left.
+      this.#syncedTo = this.position;
+      this.#syncing = Promise.all([this.#syncing, this.fh.datasync()]).then(
+        () => {},
+        (err) => {
+          this.#error ??= err;
+        },
+      );
+    }
     this.onWritten(this.position);
   }
+
+  /** Every write flushed to the page cache and from there to the disk. */
+  async sync(): Promise<void> {
+    await this.flush();
+    await this.#syncing;
+    if (this.#error !== undefined) throw this.#error;
+    await this.fh.sync();
+  }
 }
+
+/** How much is written between two write-backs started behind the download. */
+const SYNC_BEHIND = 64 << 20;
 
 /** Reading pauses while this much waits for the write in flight. */
 const WRITE_MAX = 16 << 20;
@@ -193,13 +212,37 @@ async function fetchToCache(job: DownloadJob, options: DownloadOptions): Promise
       throw new DownloadError(`Not enough disk space for ${job.dest}: it needs ${mib(job.size - offset)}, ${mib(free)} are free in ${dirname(job.dest)}. Free space or set MINIGPT_MODELS_DIR to another disk`);
     }
   }
-  let hash = createHash('sha256');
+  const hasher = new FileHasher(part);
   try {
-    await hashFile(part, offset, hash, signal);
-  } catch (err) {
-    if (signal?.aborted) throw new AbortedError('Download aborted', { cause: signal.reason });
-    throw err;
+    return await fetchIntoPart(job, options, { offset, state, hasher });
+  } finally {
+    await hasher.close();
   }
+}
+
+/** Waits for `promise`, or rejects with AbortedError as soon as `signal` aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortedError('Download aborted', { cause: signal.reason }));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+async function fetchIntoPart(
+  job: DownloadJob,
+  options: DownloadOptions,
+  resume: { offset: number; state: PartState; hasher: FileHasher },
+): Promise<EntryMeta> {
+  const { signal } = options;
+  const { hasher } = resume;
+  const part = partPath(job.dest);
+  let { offset, state } = resume;
+  // What a resumed part already holds is hashed while the request goes out.
+  const resumeHashed = abortable(hasher.hashTo(offset), signal);
+  resumeHashed.catch(() => {});
   const meter = new ProgressMeter(job.dest, job.uri, offset, job.size, options.onProgress);
   let progressError: unknown;
   let total = job.size;
@@ -207,7 +250,7 @@ async function fetchToCache(job: DownloadJob, options: DownloadOptions): Promise
 
   const restart = async () => {
     offset = 0;
-    hash = createHash('sha256');
+    await hasher.reset();
     state = { uri: job.uri, url: job.url.href, size: job.size, sha256: job.sha256, etag: job.etag };
     await writeJson(partStatePath(job.dest), state);
   };
@@ -273,7 +316,8 @@ async function fetchToCache(job: DownloadJob, options: DownloadOptions): Promise
       }
       if (!response.body) throw new NetworkError(`${redact(url)} sent no body`, { url: redact(url) });
       fh = await open(part, offset > 0 ? 'r+' : 'w');
-      writer = new PartWriter(fh, offset, hash, (position) => {
+      await resumeHashed;
+      writer = new PartWriter(fh, offset, hasher, (position) => {
         armStall();
         try {
           meter.set(position);
@@ -308,7 +352,7 @@ async function fetchToCache(job: DownloadJob, options: DownloadOptions): Promise
       }
       await fh.truncate(offset);
       // On disk before it is renamed into place: after a crash the cache holds whole files only.
-      await fh.sync();
+      await writer.sync();
       break;
     } catch (err) {
       if (writer) offset = await writer.settled();
@@ -338,7 +382,7 @@ async function fetchToCache(job: DownloadJob, options: DownloadOptions): Promise
     }
   }
 
-  const sha256 = hash.digest('hex');
+  const sha256 = await abortable(hasher.digest(), signal);
   if (job.size !== undefined && offset !== job.size) {
     await removePart(job.dest);
     throw new DownloadError(`${job.uri}: got ${offset} bytes, expected ${job.size}; pull again`, { url: redact(job.url) });
