@@ -6,7 +6,7 @@
 export { loadModel, Model } from './model.js';
 export type { LoadModelOptions, ModelInfo, TokenizeOptions, DetokenizeOptions } from './model.js';
 export { Session } from './session.js';
-export type { SessionOptions, StreamOptions, SessionStats, StreamResult, FinishReason, Content, ContentPart, Piece } from './session.js';
+export type { SessionOptions, StreamOptions, SessionStats, StreamResult, FinishReason, Content, ContentPart, Piece, ChatMessage } from './session.js';
 export { ImageEmbedding } from './embedding.js';
 export { decodeImage } from './image.js';
 export type { ImageInput, RawImage, RgbImage, DecodeOptions } from './image.js';

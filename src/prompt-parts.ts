@@ -15,7 +15,7 @@ import { renderChat, type ChatMessage, type RenderContext } from './template.js'
 export type ConversationPart = string | ImageEmbedding;
 
 export interface ConversationTurn {
-  role: 'user' | 'assistant';
+  role: 'system' | 'user' | 'assistant';
   parts: ConversationPart[];
 }
 
@@ -52,7 +52,8 @@ export class PromptBuilder {
       text = renderBuiltin(
         format.builtin,
         turns.map((t) => ({
-          role: t.role,
+          // Session.chat refuses system turns for these formats, which have none.
+          role: t.role === 'assistant' ? 'assistant' : 'user',
           parts: t.parts.map((p) => (typeof p === 'string' ? { text: this.#plain(p), image: false } : { text: this.#image(images, p), image: true })),
         })),
       );
@@ -60,7 +61,8 @@ export class PromptBuilder {
       text = turns.map((t) => textOf(t.parts)).join('');
     } else {
       const messages: ChatMessage[] = [];
-      if (this.#options.systemPrompt !== undefined) messages.push({ role: 'system', content: this.#plain(this.#options.systemPrompt) });
+      // A conversation that brings its own system turn replaces the session's.
+      if (this.#options.systemPrompt !== undefined && !turns.some((t) => t.role === 'system')) messages.push({ role: 'system', content: this.#plain(this.#options.systemPrompt) });
       for (const t of turns) messages.push({ role: t.role, content: textOf(t.parts) });
       text = await renderChat(format.jinja, messages, this.#options.tokenText, { signal });
     }

@@ -49,6 +49,15 @@ export type ContentPart = string | ImageEmbedding | Exclude<ImageInput, string>;
 /** What a turn says: text alone, or text and images in order. */
 export type Content = string | ContentPart[];
 
+/**
+ * One message of a whole conversation given at once ({@link Session.chat}), as chat APIs send
+ * it: the earlier turns, answers included, then the user's new message.
+ */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: Content;
+}
+
 /** Options of {@link Session.stream} and {@link Session.ask}. */
 export interface StreamOptions {
   /** Most tokens to generate. Defaults to 256. */
@@ -181,6 +190,9 @@ const abandoned = new FinalizationRegistry<{ session: Session; active: ActiveStr
 
 const finishStream = Symbol('finishStream');
 
+/** What a stream answers: one more user turn, or a whole conversation. */
+type TurnRequest = { content: Content } | { messages: ChatMessage[] };
+
 /**
  * A conversation with a model. Turns are evaluated incrementally: each request re-uses the
  * context's memory of earlier turns and evaluates only what is new. Streams on one session run
@@ -255,6 +267,27 @@ export class Session {
    * @throws DisposedError `ERR_DISPOSED` when the session (or its model) is disposed before or during the stream
    */
   stream(content: Content, options: StreamOptions = {}): AsyncGenerator<Piece, StreamResult, undefined> {
+    return this.#start({ content }, options);
+  }
+
+  /**
+   * Streams the answer to a whole conversation: `messages` (system, user and assistant turns,
+   * the last one the user's) replace the session's conversation, and the answer follows them,
+   * as {@link Session.stream} gives it. What the context already holds of the conversation is
+   * not evaluated again (a follow-up that repeats the earlier turns evaluates only its new
+   * message), so a stateless caller (an HTTP API) gets the speed of a kept session. A `system`
+   * message stands in for the session's `systemPrompt`. MiniGPT-4's built-in formats have no
+   * system turn: a system message there is an `ERR_INVALID_ARGUMENT`. Pass images that recur
+   * in later requests as the same {@link ImageEmbedding} (`model.encodeImage`): an image given
+   * as bytes or a path is encoded anew each time, and the context is reused only up to it.
+   * @example
+   * session.chat([{ role: 'user', content: ['What is this?', image] }, { role: 'assistant', content: 'A cat.' }, { role: 'user', content: 'What colour?' }])
+   */
+  chat(messages: ChatMessage[], options: StreamOptions = {}): AsyncGenerator<Piece, StreamResult, undefined> {
+    return this.#start({ messages }, options);
+  }
+
+  #start(request: TurnRequest, options: StreamOptions): AsyncGenerator<Piece, StreamResult, undefined> {
     const active: ActiveStream = {
       onAbort: () => active.generation?.abort(),
       finished: false,
@@ -264,7 +297,7 @@ export class Session {
       answer: '',
       finishReason: 'aborted',
     };
-    const iterator = this.#run(content, options, active);
+    const iterator = this.#run(request, options, active);
     abandoned.register(iterator, { session: this, active }, active);
     return iterator;
   }
@@ -287,9 +320,9 @@ export class Session {
     return active.cleaned;
   }
 
-  async *#run(content: Content, options: StreamOptions, active: ActiveStream): AsyncGenerator<Piece, StreamResult, undefined> {
+  async *#run(request: TurnRequest, options: StreamOptions, active: ActiveStream): AsyncGenerator<Piece, StreamResult, undefined> {
     const opts = validateStreamOptions(options);
-    const parts = this.#checkContent(content);
+    const checked = 'content' in request ? this.#checkContent(request.content) : this.#checkMessages(request.messages);
     throwIfAborted(opts.signal);
     active.hold = this.#guard.hold();
     active.turnsBefore = this.#turns.length;
@@ -299,12 +332,37 @@ export class Session {
       this.#active = active;
       active.signal = opts.signal;
       opts.signal?.addEventListener('abort', active.onAbort, { once: true });
-      const user: ConversationTurn = { role: 'user', parts: await this.#encodeParts(parts, opts.signal) };
-      throwIfAborted(opts.signal);
-      if (this.#guard.disposed) throw new DisposedError('This session');
-      if (active.cut) return { finishReason: active.finishReason };
-      this.#turns.push(user);
-      for (const p of user.parts) if (p instanceof ImageEmbedding) this.#releases.push(p[retain]());
+      if (Array.isArray(checked)) {
+        const user: ConversationTurn = { role: 'user', parts: await this.#encodeParts(checked, opts.signal, this.#owned) };
+        throwIfAborted(opts.signal);
+        if (this.#guard.disposed) throw new DisposedError('This session');
+        if (active.cut) return { finishReason: active.finishReason };
+        this.#turns.push(user);
+        for (const p of user.parts) if (p instanceof ImageEmbedding) this.#releases.push(p[retain]());
+      } else {
+        const owned: ImageEmbedding[] = [];
+        const turns: ConversationTurn[] = [];
+        try {
+          for (const m of checked.messages) turns.push({ role: m.role, parts: await this.#encodeParts(m.parts, opts.signal, owned) });
+          throwIfAborted(opts.signal);
+          if (this.#guard.disposed) throw new DisposedError('This session');
+        } catch (err) {
+          for (const e of owned) void e.dispose();
+          throw err;
+        }
+        if (active.cut) {
+          for (const e of owned) void e.dispose();
+          return { finishReason: active.finishReason };
+        }
+        // The new conversation's images are held before the old one's are let go: an image in
+        // both (the same embedding) must not be freed in between.
+        const releases = turns.flatMap((t) => t.parts.filter((p): p is ImageEmbedding => p instanceof ImageEmbedding).map((p) => p[retain]()));
+        this.#releaseImages();
+        this.#releases = releases;
+        this.#owned = owned;
+        this.#turns = turns;
+        active.turnsBefore = turns.length - 1;
+      }
       const prompt = await this.#prompt.build(this.#turns, opts.signal);
       if (active.cut) return { finishReason: active.finishReason };
       const generation = this.#native.generate(prompt, opts.native);
@@ -442,26 +500,42 @@ export class Session {
     for (const owned of this.#owned.splice(0)) void owned.dispose();
   }
 
-  #checkContent(content: Content): ContentPart[] {
+  #checkContent(content: Content, name = 'content'): ContentPart[] {
     const parts = typeof content === 'string' ? [content] : content;
-    if (!Array.isArray(parts)) throw invalid('string or array of strings and images', 'content', content);
+    if (!Array.isArray(parts)) throw invalid('string or array of strings and images', name, content);
     parts.forEach((p, i) => {
-      if (typeof p === 'string') checkWellFormed(p, `content[${i}]`);
+      if (typeof p === 'string') checkWellFormed(p, `${name}[${i}]`);
       else if (p instanceof ImageEmbedding) {
-        if (p.owner !== this.#model) throw new InvalidArgumentError(`content[${i}] is an image embedding of another model`);
-        if (p.disposed) throw new InvalidArgumentError(`content[${i}] is a disposed image embedding`);
-      } else if (!isImageInput(p)) throw invalid('string, ImageEmbedding or image input', `content[${i}]`, p);
+        if (p.owner !== this.#model) throw new InvalidArgumentError(`${name}[${i}] is an image embedding of another model`);
+        if (p.disposed) throw new InvalidArgumentError(`${name}[${i}] is a disposed image embedding`);
+      } else if (!isImageInput(p)) throw invalid('string, ImageEmbedding or image input', `${name}[${i}]`, p);
     });
     return parts;
   }
 
-  async #encodeParts(parts: ContentPart[], signal: AbortSignal | undefined): Promise<ConversationPart[]> {
+  #checkMessages(messages: ChatMessage[]): { messages: Array<{ role: ChatMessage['role']; parts: ContentPart[] }> } {
+    if (!Array.isArray(messages) || messages.length === 0) throw invalid('non-empty array of messages', 'messages', messages);
+    const out = messages.map((m, i) => {
+      if (typeof m !== 'object' || m === null) throw invalid('object with role and content', `messages[${i}]`, m);
+      if (m.role !== 'system' && m.role !== 'user' && m.role !== 'assistant') throw invalid("'system', 'user' or 'assistant'", `messages[${i}].role`, m.role);
+      if (m.role === 'system' && this.#builtin) {
+        throw new InvalidArgumentError(`messages[${i}] is a system message, but this model's conversation format (${this.#builtin}) has no system turn; leave it out`);
+      }
+      const parts = this.#checkContent(m.content, `messages[${i}].content`);
+      if (m.role !== 'user' && parts.some((p) => typeof p !== 'string')) throw new InvalidArgumentError(`messages[${i}] (${m.role}) holds an image; only user messages may`);
+      return { role: m.role, parts };
+    });
+    if (out[out.length - 1]!.role !== 'user') throw new InvalidArgumentError(`the last message is the ${out[out.length - 1]!.role}'s; chat() answers a user message, so end with one`);
+    return { messages: out };
+  }
+
+  async #encodeParts(parts: ContentPart[], signal: AbortSignal | undefined, owned: ImageEmbedding[]): Promise<ConversationPart[]> {
     const out: ConversationPart[] = [];
     for (const p of parts) {
       if (typeof p === 'string' || p instanceof ImageEmbedding) out.push(p);
       else {
         const embedding = await this.#model.encodeImage(p, { signal });
-        this.#owned.push(embedding);
+        owned.push(embedding);
         out.push(embedding);
       }
     }
