@@ -4,9 +4,11 @@ namespace minigpt {
 
 TokenSampler::TokenSampler(const SamplingOptions& o, const llama_vocab* vocab)
     : chain_(llama_sampler_chain_init(llama_sampler_chain_default_params())), n_vocab_(llama_vocab_n_tokens(vocab)) {
-  const bool penalties = o.repeat_penalty != 1.0f && o.repeat_last_n != 0;
+  const bool penalties =
+      (o.repeat_penalty != 1.0f || o.frequency_penalty != 0.0f || o.presence_penalty != 0.0f) && o.repeat_last_n != 0;
   if (penalties)
-    llama_sampler_chain_add(chain_.get(), llama_sampler_init_penalties(n_vocab_, o.repeat_last_n, o.repeat_penalty, 0.0f, 0.0f));
+    llama_sampler_chain_add(chain_.get(), llama_sampler_init_penalties(n_vocab_, o.repeat_last_n, o.repeat_penalty,
+                                                                       o.frequency_penalty, o.presence_penalty));
   if (o.temperature <= 0.0f) {
     llama_sampler_chain_add(chain_.get(), llama_sampler_init_greedy());
     argmax_ = !penalties;

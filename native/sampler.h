@@ -13,6 +13,8 @@ struct SamplingOptions {
   float top_p = 0.95f;
   float min_p = 0.05f;
   float repeat_penalty = 1.0f;
+  float frequency_penalty = 0.0f;  // OpenAI's: subtracted once per occurrence in the last repeat_last_n
+  float presence_penalty = 0.0f;   // OpenAI's: subtracted once if present there
   int32_t repeat_last_n = 64;
   uint32_t seed = 0xFFFFFFFFu;  // LLAMA_DEFAULT_SEED: random
 };

@@ -126,6 +126,8 @@ Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
   if (ReadNumber(o, "topP", d)) req.sampling.top_p = float(d);
   if (ReadNumber(o, "minP", d)) req.sampling.min_p = float(d);
   if (ReadNumber(o, "repeatPenalty", d)) req.sampling.repeat_penalty = float(d);
+  if (ReadNumber(o, "frequencyPenalty", d)) req.sampling.frequency_penalty = float(d);
+  if (ReadNumber(o, "presencePenalty", d)) req.sampling.presence_penalty = float(d);
   if (ReadNumber(o, "repeatLastN", d)) req.sampling.repeat_last_n = int32_t(d);
   if (ReadNumber(o, "seed", d)) req.sampling.seed = uint32_t(d);
   if (ReadNumber(o, "queueSize", d) && d >= 1) req.queue_size = size_t(d);

@@ -34,3 +34,5 @@ export { convertGgml } from './convert/ggml.js';
 export type { ConvertGgmlOptions, ConvertGgmlResult } from './convert/ggml.js';
 export { modelsDir, planModel, pullModel, listModels, removeModel } from './models/index.js';
 export type { ModelFile, ResolvedModel, DownloadProgress, PullOptions, CatalogEntry, CatalogFile, RecipeOptions, RecipeStep, RecipeStepEvent } from './models/index.js';
+export { createServer, MinigptServer } from './server/index.js';
+export type { ServerOptions, CloseOptions } from './server/index.js';

@@ -72,6 +72,10 @@ export interface StreamOptions {
   minP?: number;
   /** Penalty for repeating recent tokens (1: off). Defaults to 1. */
   repeatPenalty?: number;
+  /** OpenAI's frequency penalty: subtracted from a token's logit once per time it appeared in the last 64 tokens (-2 to 2; 0: off). Defaults to 0. */
+  frequencyPenalty?: number;
+  /** OpenAI's presence penalty: subtracted from a token's logit if it appeared in the last 64 tokens (-2 to 2; 0: off). Defaults to 0. */
+  presencePenalty?: number;
   /** Seed of the sampler's random numbers. Defaults to a random seed. */
   seed?: number;
   /** Stop before this string or any of these strings (none empty); the stop string itself is not returned. */
@@ -142,7 +146,7 @@ interface ActiveStream {
   cleaned?: Promise<void>;
 }
 
-const streamKeys = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'seed', 'stop', 'signal'] as const;
+const streamKeys = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'frequencyPenalty', 'presencePenalty', 'seed', 'stop', 'signal'] as const;
 const sessionKeys = ['contextSize', 'systemPrompt', 'template', 'threads', 'batchSize', 'parseSpecial'] as const;
 
 function validateStop(value: unknown): string[] {
@@ -166,6 +170,8 @@ function validateStreamOptions(options: StreamOptions) {
       topP: optNumber(o, 'topP', 0, 1, 0.95),
       minP: optNumber(o, 'minP', 0, 1, 0.05),
       repeatPenalty: optNumber(o, 'repeatPenalty', 0.01, 100, 1),
+      frequencyPenalty: optNumber(o, 'frequencyPenalty', -2, 2, 0),
+      presencePenalty: optNumber(o, 'presencePenalty', -2, 2, 0),
       repeatLastN: 64,
       seed: optInteger(o, 'seed', 0, 0xfffffffe),
     },

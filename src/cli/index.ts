@@ -9,6 +9,7 @@
  *   minigpt convert -o out.gguf <inputs...>          (a BLIP-2 projector)
  *   minigpt convert --llama -o out.gguf <folder|.bin>  (a LLaMA / Vicuna language model)
  *   minigpt quantize in.gguf out.gguf Q4_K_M
+ *   minigpt serve --model m.gguf [--projector p.gguf] [--port 8080] [--parallel N] ...
  *   minigpt build [--gpu cuda|vulkan|metal]
  * Exit codes: 0 done, 1 the work failed (one line `minigpt: <message> [<code>]`), 2 the command
  * line is wrong (one line naming the problem and pointing to --help), 130 a pull stopped by
@@ -24,6 +25,7 @@ import { describe, describeUsage } from './describe.js';
 import { models, modelsUsage } from './models.js';
 import { pull, pullUsage } from './pull.js';
 import { rm, rmUsage } from './rm.js';
+import { serve, serveUsage } from './serve.js';
 
 const commands: Record<string, { run: (argv: string[]) => number | Promise<number>; usage: string }> = {
   describe: { run: describe, usage: describeUsage },
@@ -32,11 +34,12 @@ const commands: Record<string, { run: (argv: string[]) => number | Promise<numbe
   rm: { run: rm, usage: rmUsage },
   convert: { run: (argv) => (argv.includes('--llama') ? convertLlamaCommand(argv) : convert(argv)), usage: `${convertUsage}${convertLlamaUsage}` },
   quantize: { run: quantizeCommand, usage: quantizeUsage },
+  serve: { run: serve, usage: serveUsage },
   build: { run: build, usage: buildUsage },
 };
 
 const usage = `Usage:
-${describeUsage}${pullUsage}${modelsUsage}${rmUsage}${convertUsage}${convertLlamaUsage}${quantizeUsage}${buildUsage}  minigpt help [<command>]   this text, or one command's (also: minigpt <command> --help)
+${describeUsage}${pullUsage}${modelsUsage}${rmUsage}${convertUsage}${convertLlamaUsage}${quantizeUsage}${serveUsage}${buildUsage}  minigpt help [<command>]   this text, or one command's (also: minigpt <command> --help)
 `;
 
 const unknownCommand = (name: string) =>

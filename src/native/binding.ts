@@ -71,6 +71,8 @@ export interface NativeGenerateOptions {
   topP: number;
   minP: number;
   repeatPenalty: number;
+  frequencyPenalty: number;
+  presencePenalty: number;
   repeatLastN: number;
   seed?: number;
 }
