@@ -10,8 +10,25 @@
 
 namespace minigpt {
 
-ContextPool::ContextPool(std::shared_ptr<ModelState> model, PoolKey key)
-    : model_(std::move(model)), key_(key), taken_(std::max<uint32_t>(key.parallel, 1), false) {}
+ContextPool::ContextPool(std::shared_ptr<llama_model> llm, PoolKey key)
+    : llm_(std::move(llm)), key_(key), taken_(std::max<uint32_t>(key.parallel, 1), false) {}
+
+bool ContextPool::Idle() {
+  std::lock_guard<std::mutex> lock(mu_);
+  // A released sequence stays taken until its cache is cleared; it counts as free.
+  const size_t taken = size_t(std::count(taken_.begin(), taken_.end(), true));
+  return taken == to_clear_.size();
+}
+
+bool ContextPool::Created() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return n_ctx_seq_ != 0;
+}
+
+void ContextPool::Prepare() {
+  Exclusive turn(*this, nullptr);
+  turn.ctx();
+}
 
 llama_seq_id ContextPool::TryAcquire() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -46,7 +63,7 @@ llama_context* ContextPool::CreateLocked() {
   if (ctx_) return ctx_.get();
   LogErrorScope log;
   llama_context_params p = llama_context_default_params();
-  const uint32_t train = uint32_t(std::max(1, llama_model_n_ctx_train(model_->model.get())));
+  const uint32_t train = uint32_t(std::max(1, llama_model_n_ctx_train(llm_.get())));
   const uint32_t per_seq = key_.n_ctx_seq ? key_.n_ctx_seq : std::min<uint32_t>(train, 4096);
   const uint32_t n_seq = uint32_t(taken_.size());
   p.n_ctx = per_seq * n_seq;
@@ -65,7 +82,7 @@ llama_context* ContextPool::CreateLocked() {
   p.abort_callback = AbortRequested;
   p.abort_callback_data = this;
   p.no_perf = true;
-  ctx_.reset(llama_init_from_model(model_->model.get(), p));
+  ctx_.reset(llama_init_from_model(llm_.get(), p));
   if (!ctx_) throw NativeError("ERR_CONTEXT_CREATE", "could not create a context of " + std::to_string(p.n_ctx) + " tokens" + log.Suffix());
   step_batch_ = std::make_unique<BatchOwner>(int32_t(n_seq));  // at most one step per sequence
   // Without a pool of its own, ggml starts and joins the worker threads for every graph, i.e.
@@ -163,17 +180,47 @@ void ContextPool::Run(Step& step) {
   }
 }
 
-std::pair<std::shared_ptr<ContextPool>, llama_seq_id> ContextPools::Acquire(const std::shared_ptr<ModelState>& model, const PoolKey& key) {
+std::pair<std::shared_ptr<ContextPool>, llama_seq_id> ContextPools::Acquire(const std::shared_ptr<llama_model>& llm, const PoolKey& key) {
+  std::vector<std::shared_ptr<ContextPool>> dropped;  // freed after the lock, by whoever holds the last reference
   std::lock_guard<std::mutex> lock(mu_);
-  pools_.erase(std::remove_if(pools_.begin(), pools_.end(), [](const std::weak_ptr<ContextPool>& w) { return w.expired(); }), pools_.end());
-  for (const auto& weak : pools_) {
-    if (auto pool = weak.lock(); pool && pool->key() == key) {
-      if (llama_seq_id seq = pool->TryAcquire(); seq >= 0) return {pool, seq};
+  // A pool whose context exists first: that is the time saved.
+  std::shared_ptr<ContextPool> found;
+  llama_seq_id seq = -1;
+  for (int pass = 0; pass < 2 && seq < 0; ++pass) {
+    for (const auto& pool : pools_) {
+      if (!(pool->key() == key) || (pass == 0 && !pool->Created())) continue;
+      if ((seq = pool->TryAcquire()) >= 0) {
+        found = pool;
+        break;
+      }
     }
   }
-  auto pool = std::make_shared<ContextPool>(model, key);
-  pools_.push_back(pool);
-  return {pool, pool->TryAcquire()};
+  if (!found) {
+    found = std::make_shared<ContextPool>(llm, key);
+    seq = found->TryAcquire();
+    pools_.push_back(found);
+  }
+  dropped = TrimIdleLocked(kIdleKept, &key);
+  return {found, seq};
+}
+
+std::vector<std::shared_ptr<ContextPool>> ContextPools::TrimIdle(size_t keep) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return TrimIdleLocked(keep, nullptr);
+}
+
+std::vector<std::shared_ptr<ContextPool>> ContextPools::TrimIdleLocked(size_t keep, const PoolKey* wanted) {
+  // Kept: the most recently made idle pools, those of the shape just asked for first.
+  std::vector<std::shared_ptr<ContextPool>> idle, out;
+  for (const auto& pool : pools_)
+    if (pool->Idle()) idle.push_back(pool);
+  if (wanted) std::stable_partition(idle.begin(), idle.end(), [&](const auto& p) { return p->key() == *wanted; });
+  else std::reverse(idle.begin(), idle.end());
+  for (size_t i = keep; i < idle.size(); ++i) out.push_back(idle[i]);
+  pools_.erase(std::remove_if(pools_.begin(), pools_.end(),
+                              [&](const auto& p) { return std::find(out.begin(), out.end(), p) != out.end(); }),
+               pools_.end());
+  return out;
 }
 
 }  // namespace minigpt

@@ -29,11 +29,19 @@ struct PoolKey {
   }
 };
 
-class ContextPool {
+class ContextPool : public std::enable_shared_from_this<ContextPool> {
  public:
-  ContextPool(std::shared_ptr<ModelState> model, PoolKey key);
+  ContextPool(std::shared_ptr<llama_model> llm, PoolKey key);
 
   const PoolKey& key() const { return key_; }
+
+  // No session holds a sequence of this pool. Any thread.
+  bool Idle();
+  // Whether its context exists yet. Any thread.
+  bool Created();
+  // Creates the context now (waiting for its turn), so that the first prompt does not pay for
+  // it. Any thread but the JS one; throws NativeError(ERR_CONTEXT_CREATE).
+  void Prepare();
 
   // A free sequence id, or -1 when all are taken. Any thread.
   llama_seq_id TryAcquire();
@@ -78,7 +86,7 @@ class ContextPool {
   void DecodeBatch(std::vector<Step*>& steps);
   static bool AbortRequested(void* data);
 
-  std::shared_ptr<ModelState> model_;
+  std::shared_ptr<llama_model> llm_;
   PoolKey key_;
   ThreadpoolPtr threadpool_;  // outlives ctx_, which uses it
   ContextPtr ctx_;
@@ -96,15 +104,25 @@ class ContextPool {
   std::atomic<std::atomic<bool>*> abort_target_{nullptr};  // polled during a prompt's decode
 };
 
-// The pools of a model, found or created for a session's options.
+// The pools of a model, found or created for a session's options. A pool whose sessions are all
+// gone is kept (at most kIdleKept of them) for the next session of the same shape: creating a
+// context (KV cache, compute buffers, thread pool) is a good part of a new session's first
+// prompt. The model's dispose, an idle timeout and memory pressure (JS decides) let them go.
 class ContextPools {
  public:
+  static constexpr size_t kIdleKept = 1;
+
   // A pool with a free sequence for `key`, and that sequence.
-  std::pair<std::shared_ptr<ContextPool>, llama_seq_id> Acquire(const std::shared_ptr<ModelState>& model, const PoolKey& key);
+  std::pair<std::shared_ptr<ContextPool>, llama_seq_id> Acquire(const std::shared_ptr<llama_model>& llm, const PoolKey& key);
+  // Lets go of idle pools beyond `keep`; returns them so that the caller frees their contexts
+  // where it wants (not on the JS thread).
+  std::vector<std::shared_ptr<ContextPool>> TrimIdle(size_t keep);
 
  private:
+  std::vector<std::shared_ptr<ContextPool>> TrimIdleLocked(size_t keep, const PoolKey* wanted);
+
   std::mutex mu_;
-  std::vector<std::weak_ptr<ContextPool>> pools_;
+  std::vector<std::shared_ptr<ContextPool>> pools_;
 };
 
 }  // namespace minigpt

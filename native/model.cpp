@@ -100,6 +100,7 @@ Napi::Function NativeModel::Define(Napi::Env env) {
                       InstanceMethod<&NativeModel::DetokenizeAsync>("detokenize"),
                       InstanceMethod<&NativeModel::EncodeImage>("encodeImage"),
                       InstanceMethod<&NativeModel::CreateSession>("createSession"),
+                      InstanceMethod<&NativeModel::TrimIdleContexts>("trimIdleContexts"),
                       InstanceMethod<&NativeModel::Dispose>("dispose")});
 }
 
@@ -214,7 +215,7 @@ Napi::Value NativeModel::DetokenizeAsync(const Napi::CallbackInfo& info) {
       [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
 }
 
-// encodeImage(rgb: Uint8Array, width: number, height: number): Promise<NativeEmbedding>
+// encodeImage(rgb: Uint8Array, width: number, height: number, abort?: AbortFlag): Promise<NativeEmbedding>
 Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Addon* addon = Addon::From(env);
@@ -243,8 +244,9 @@ Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo& info) {
   }
   auto pixels = std::make_shared<std::vector<uint8_t>>(rgb.Data(), rgb.Data() + rgb.ElementLength());
   auto projector = state->projector;
+  AbortState abort = AbortFlag::From(env, info[3]);
   return TaskWorker<std::shared_ptr<const EncodedImage>>::Run(
-      env, [projector, pixels, w, h] { return projector->Encode(pixels->data(), uint32_t(w), uint32_t(h)); },
+      env, [projector, pixels, w, h, abort] { return projector->Encode(pixels->data(), uint32_t(w), uint32_t(h), abort.get()); },
       [](Napi::Env env, std::shared_ptr<const EncodedImage>& image) -> Napi::Value {
         return NativeEmbedding::Wrap(env, image);
       });
@@ -267,9 +269,42 @@ Napi::Value NativeModel::CreateSession(const Napi::CallbackInfo& info) {
   return NativeSession::Wrap(env, state, opts);
 }
 
+namespace {
+
+// Frees what `owned` holds on the libuv pool: unmapping weights and freeing a context take tens
+// of milliseconds, too long for the JS thread. Resolves when done.
+template <typename T>
+Napi::Promise ReleaseOffThread(Napi::Env env, T owned) {
+  auto holder = std::make_shared<T>(std::move(owned));
+  return TaskWorker<int>::Run(
+      env,
+      [holder]() {
+        *holder = T();  // the last reference, unless something still uses it (then it goes with that)
+        return 0;
+      },
+      [](Napi::Env env, int&) -> Napi::Value { return env.Undefined(); });
+}
+
+Napi::Promise Resolved(Napi::Env env) {
+  auto done = Napi::Promise::Deferred::New(env);
+  done.Resolve(env.Undefined());
+  return done.Promise();
+}
+
+}  // namespace
+
+Napi::Value NativeModel::TrimIdleContexts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!state_) return Resolved(env);
+  return ReleaseOffThread(env, state_->pools->TrimIdle(0));
+}
+
 Napi::Value NativeModel::Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<ModelState> state = std::move(state_);
   state_.reset();
-  return info.Env().Undefined();
+  if (!state) return Resolved(env);
+  return ReleaseOffThread(env, std::move(state));
 }
 
 }  // namespace minigpt

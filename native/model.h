@@ -58,6 +58,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   Napi::Value DetokenizeAsync(const Napi::CallbackInfo& info);
   Napi::Value EncodeImage(const Napi::CallbackInfo& info);
   Napi::Value CreateSession(const Napi::CallbackInfo& info);
+  // Frees the contexts no session uses (kept for the next session); resolves when done.
+  Napi::Value TrimIdleContexts(const Napi::CallbackInfo& info);
+  // Lets go of the model; its memory is freed off the JS thread once nothing else holds it.
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ModelState> state_;

@@ -8,6 +8,7 @@
 #include "errors.h"
 #include "generation.h"
 #include "log.h"
+#include "worker.h"
 
 namespace minigpt {
 
@@ -18,7 +19,7 @@ SessionState::~SessionState() {
 ContextPool& SessionState::Pool() {
   if (!pool) {
     PoolKey key{options.context_size, options.batch_size, options.threads, std::max<uint32_t>(options.parallel, 1)};
-    std::tie(pool, seq) = model->pools->Acquire(model, key);
+    std::tie(pool, seq) = model->pools->Acquire(model->model, key);
   }
   return *pool;
 }
@@ -41,10 +42,36 @@ NativeSession::NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<SessionState>>>().Data());  // the External keeps nothing alive
 }
 
+namespace {
+
+// Takes the session's sequence and creates its context on the libuv pool right away, so that
+// the first prompt finds it ready (or waits only for the rest of its creation). Failures are
+// left for the first generation, which tries again and reports them.
+void PrepareContext(Napi::Env env, std::shared_ptr<SessionState> state) {
+  TaskWorker<int>::Run(
+      env,
+      [state]() {
+        try {
+          std::shared_ptr<ContextPool> pool;
+          {
+            std::lock_guard<std::mutex> lock(state->mu);
+            pool = state->Pool().shared_from_this();
+          }
+          pool->Prepare();
+        } catch (...) {
+        }
+        return 0;
+      },
+      [](Napi::Env env, int&) -> Napi::Value { return env.Undefined(); });
+}
+
+}  // namespace
+
 Napi::Object NativeSession::Wrap(Napi::Env env, std::shared_ptr<ModelState> model, const SessionOptions& options) {
   auto state = std::make_shared<SessionState>();
   state->model = std::move(model);
   state->options = options;
+  PrepareContext(env, state);
   auto* holder = new std::shared_ptr<SessionState>(std::move(state));
   auto ext = Napi::External<std::shared_ptr<SessionState>>::New(
       env, holder, [](Napi::Env, std::shared_ptr<SessionState>* p) { delete p; });

@@ -2,19 +2,13 @@
  * Loading a model and what a loaded model can do.
  * @module
  */
-import { stat } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, freemem, totalmem } from 'node:os';
 import { AbortedError, DisposedError, ImageError, InvalidArgumentError, ModelLoadError, throwIfAborted } from './errors.js';
 import { ImageEmbedding } from './embedding.js';
-import { GgufFormatError, readGgufHeader } from './gguf/read.js';
-import { getNumber, getString, type GgufHeader } from './gguf/types.js';
 import { decodeImage, type DecodeOptions, type ImageInput } from './image.js';
 import { DisposeGuard } from './lifetime.js';
-import { fitGpuLayers } from './gpu-fit.js';
-import { checkLoadedFiles } from './loaded-files-check.js';
+import { checkLoadedFiles, planLoadOffThread } from './load-plan/index.js';
 import { binding, type NativeModel } from './native/binding.js';
-import { checkBlip2Header } from './blip2-check.js';
-import { checkMmprojHeader, checkTextModelHeader } from './projector-check.js';
 import { Session, type SessionOptions } from './session.js';
 import { prestartTemplateRenderer } from './template.js';
 import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, optThreads } from './validate.js';
@@ -111,20 +105,12 @@ export interface ModelInfo {
   projectorPath: string | null;
 }
 
-const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal', 'download'] as const;
+/** How long a context no session uses is kept for the next session. */
+const IDLE_CONTEXT_MS = 60_000;
+/** Below this share of free memory, an unused context is freed at once. */
+const LOW_MEMORY_FRACTION = 0.1;
 
-async function checkFile(path: string, what: string, code: 'ERR_MODEL_LOAD' | 'ERR_PROJECTOR_LOAD'): Promise<GgufHeader> {
-  const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
-    throw new ModelLoadError(code, err.code === 'ENOENT' ? `${what} file not found: ${path}` : `Cannot read ${what} file ${path}: ${err.message}`, { cause: err });
-  });
-  if (info.isDirectory()) throw new ModelLoadError(code, `${what} path is a directory, not a GGUF file: ${path}`);
-  try {
-    return await readGgufHeader(path);
-  } catch (err) {
-    if (err instanceof GgufFormatError) throw new ModelLoadError(code, `${what} file ${path} is not a usable GGUF: ${err.message}`, { cause: err });
-    throw new ModelLoadError(code, `Cannot read ${what} file ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}
+const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal', 'download'] as const;
 
 function resolveGpuLayers(value: unknown): number | 'auto' {
   if (value === undefined) return 0;
@@ -158,40 +144,16 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   // hf: URIs, URLs and catalog names become files in the cache before any check reads them.
   const { modelPath, projectorPath } = await resolveForLoad(o.model, o.projector, o.download, signal);
 
-  const header = await checkFile(modelPath, 'Model', 'ERR_MODEL_LOAD');
-  const textProblems = checkTextModelHeader(header);
-  if (textProblems.length) throw new ModelLoadError('ERR_MODEL_LOAD', `${modelPath}: ${textProblems.join('; ')}`);
-  let projectorHeader: GgufHeader | undefined;
-  if (projectorPath !== undefined) {
-    projectorHeader = await checkFile(projectorPath, 'Projector', 'ERR_PROJECTOR_LOAD');
-    const arch = getString(header, 'general.architecture') ?? '';
-    const textEmbd = getNumber(header, `${arch}.embedding_length`);
-    const problems = getString(projectorHeader, 'general.architecture') === 'blip2'
-      ? checkBlip2Header(projectorHeader, textEmbd)
-      : checkMmprojHeader(projectorHeader, textEmbd);
-    if (problems.length) {
-      const mismatch = problems.some((p) => /does not match/.test(p));
-      throw new ModelLoadError(mismatch ? 'ERR_PROJECTOR_MISMATCH' : 'ERR_PROJECTOR_LOAD', `${projectorPath}: ${problems.join('; ')}`);
-    }
-  }
-  throwIfAborted(signal);
-
-  // Sessions render this template in a child process: start it while forking is cheap, and
-  // let the event loop turn before the addon's first load so the two blocks do not add up.
-  if (getString(header, 'tokenizer.chat_template')) {
-    prestartTemplateRenderer();
-    await new Promise((resolve) => setImmediate(resolve));
-  }
+  // Loaded first (10 ms), so that the check's thread and the template renderer start beside it.
   const addon = binding();
-  const gpuLayers =
-    gpuLayersOption === 'auto'
-      ? fitGpuLayers({
-          model: header,
-          projector: projectorHeader,
-          contextSize: parallelSessions * (contextSize ?? Math.min(4096, getNumber(header, `${getString(header, 'general.architecture') ?? ''}.context_length`) ?? 4096)),
-          devices: addon.systemInfo().devices,
-        }).gpuLayers
-      : gpuLayersOption;
+  const plan = await planLoadOffThread(
+    { modelPath, projectorPath, gpuLayers: gpuLayersOption, contextSize, parallelSessions, devices: gpuLayersOption === 'auto' ? addon.systemInfo().devices : [] },
+    signal,
+  );
+  throwIfAborted(signal);
+  // Sessions render chat templates in a child process: start it now, while the weights load.
+  if (plan.hasChatTemplate) prestartTemplateRenderer();
+  const { gpuLayers } = plan;
   const flag = new addon.AbortFlag();
   let callbackError: unknown;
   const progress = onProgress
@@ -208,24 +170,21 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const onAbort = () => flag.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const blip2 = projectorHeader !== undefined && getString(projectorHeader, 'general.architecture') === 'blip2';
-    const projectorKind = blip2 ? 'blip2' : 'mtmd';
-    const native = await addon.loadModel({ path: modelPath, projectorPath, projectorKind, threads, gpuLayers, useMmap }, progress, flag);
+    const native = await addon.loadModel({ path: modelPath, projectorPath, projectorKind: plan.projectorKind ?? 'mtmd', threads, gpuLayers, useMmap }, progress, flag);
     // Progress calls cross threads asynchronously: let the last ones run before deciding.
     await new Promise((resolve) => setImmediate(resolve));
     if (callbackError !== undefined) {
       native.dispose();
       throw new AbortedError('Model load aborted: onProgress threw', { cause: callbackError });
     }
-    await checkLoadedFiles(native, modelPath, header, projectorPath, projectorHeader);
+    await checkLoadedFiles(native, plan.files);
     return new Model(native, {
       threads,
       contextSize,
       parallelSessions,
-      projectorType: blip2 ? 'blip2' : projectorHeader ? getString(projectorHeader, 'clip.projector_type') ?? null : null,
-      promptTemplate: blip2 ? getString(projectorHeader!, 'blip2.prompt_template') ?? null : null,
-      // BLIP-2's eval preprocessing squashes every picture to the ViT's input size first.
-      resizeTo: blip2 ? getNumber(projectorHeader!, 'blip2.vision.image_size') : undefined,
+      projectorType: plan.projectorType,
+      promptTemplate: plan.promptTemplate,
+      resizeTo: plan.resizeTo,
       gpuLayers: addon.systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? gpuLayers : 0,
       modelPath,
       projectorPath: projectorPath ?? null,
@@ -266,6 +225,7 @@ export class Model {
   #guard = new DisposeGuard('This model');
   #children = new Set<{ dispose(): Promise<void> }>();
   #info: ModelInfo;
+  #trimTimer: NodeJS.Timeout | undefined;
   #resizeTo: number | undefined;
   /** @internal */
   readonly defaults: { threads: number; contextSize?: number; parallelSessions: number };
@@ -369,7 +329,10 @@ export class Model {
   /**
    * Decodes a picture and runs the projector on it, off the JS thread.
    * @param input a file path, encoded bytes (JPEG, PNG, WebP, GIF, AVIF, TIFF...), raw pixels or a sharp instance
+   * @param options.signal stops the encoder within one of its layers; the promise then rejects
+   * and nothing of the encode is kept
    * @throws ImageError `ERR_NO_PROJECTOR`, `ERR_IMAGE_DECODE`, `ERR_ENCODE`
+   * @throws AbortedError `ERR_ABORTED` when `signal` aborts
    */
   async encodeImage(input: ImageInput, options: DecodeOptions & { signal?: AbortSignal } = {}): Promise<ImageEmbedding> {
     const o = checkKeys(options, ['maxPixels', 'background', 'signal'], 'encodeImage options');
@@ -380,7 +343,18 @@ export class Model {
     const resize = this.#resizeTo ? { width: this.#resizeTo, height: this.#resizeTo } : undefined;
     const rgb = await decodeImage(input, { maxPixels: options.maxPixels, background: options.background, resize });
     throwIfAborted(signal);
-    const native = await this.#native.encodeImage(rgb.data, rgb.width, rgb.height);
+    const flag = signal ? new (binding().AbortFlag)() : undefined;
+    const onAbort = () => flag?.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let native;
+    try {
+      native = await this.#native.encodeImage(rgb.data, rgb.width, rgb.height, flag);
+    } catch (err) {
+      if (signal?.aborted) throw new AbortedError('Image encoding aborted', { cause: signal.reason });
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
     // dispose() of the model waited for this encode: what it made dies with the model.
     if (this.#guard.disposed) {
       native.dispose();
@@ -393,12 +367,33 @@ export class Model {
     return embedding;
   }
 
-  /** Starts a conversation. Cheap: the context's memory is allocated on its first use, off the JS thread. */
+  /**
+   * Starts a conversation. Returns at once: the session's context is made ready off the JS
+   * thread from now on (or taken over from a session of the same shape that was disposed), so
+   * that its first answer starts as quickly as a warm session's.
+   */
   createSession(options: SessionOptions = {}): Session {
     this.#guard.throwIfDisposed();
-    const session = new Session(this, this.#native, options, (child) => this.#children.delete(child));
+    clearTimeout(this.#trimTimer);
+    const session = new Session(this, this.#native, options, (child) => {
+      this.#children.delete(child);
+      this.#scheduleTrim();
+    });
     this.#children.add(session);
     return session;
+  }
+
+  // A context kept for the next session goes after a while without one, or at once when the
+  // machine runs short of memory.
+  #scheduleTrim(): void {
+    if (this.#guard.disposed || [...this.#children].some((c) => c instanceof Session)) return;
+    clearTimeout(this.#trimTimer);
+    const trim = () => {
+      if (!this.#guard.disposed) void this.#native.trimIdleContexts();
+    };
+    if (freemem() < totalmem() * LOW_MEMORY_FRACTION) return trim();
+    this.#trimTimer = setTimeout(trim, IDLE_CONTEXT_MS);
+    this.#trimTimer.unref();
   }
 
   /** Frees the model, its sessions (stopping their streams) and its image embeddings. Idempotent. */
@@ -406,7 +401,8 @@ export class Model {
     const children = [...this.#children];
     this.#children.clear();
     await Promise.all(children.map((c) => c.dispose()));
-    if (await this.#guard.dispose()) this.#native.dispose();
+    clearTimeout(this.#trimTimer);
+    if (await this.#guard.dispose()) await this.#native.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -4,10 +4,12 @@
  * `llama-quantize in.gguf out.gguf TYPE` from the same llama.cpp writes.
  * @module
  */
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { rename, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { AbortedError, InvalidArgumentError, ModelLoadError, throwIfAborted } from './errors.js';
+import { checkTextModelFile } from './load-plan/index.js';
+import { requiredFileSize } from './load-plan/loaded-files-check.js';
 import { binding } from './native/binding.js';
 import { checkKeys, invalid, optFunction, optSignal, optThreads, requireFilePath } from './validate.js';
 
@@ -74,7 +76,7 @@ export async function quantize(options: QuantizeOptions): Promise<QuantizeResult
   const signal = optSignal(o);
   if (resolve(input) === resolve(output)) throw new InvalidArgumentError(`output ${output} is the input; write the quantized model to another file`);
   throwIfAborted(signal);
-  await checkGguf(input);
+  await checkInput(input);
 
   const addon = binding();
   const flag = new addon.AbortFlag();
@@ -126,21 +128,13 @@ export function quantizeType(value: unknown): QuantizeType {
   throw invalid(`one of ${names.join(', ')}`, 'type', value);
 }
 
-async function checkGguf(path: string): Promise<void> {
-  let fh;
-  try {
-    fh = await open(path, 'r');
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new ModelLoadError('ERR_MODEL_LOAD', `cannot read ${path}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`, { cause: err });
-  }
-  try {
-    const magic = new Uint8Array(4);
-    await fh.read(magic, 0, 4, 0);
-    if (Buffer.from(magic).toString('latin1') !== 'GGUF') {
-      throw new ModelLoadError('ERR_MODEL_LOAD', `${path} is not a GGUF file (convert checkpoints with convertLlama() first)`);
-    }
-  } finally {
-    await fh.close();
-  }
+/**
+ * The checks loadModel makes, before llama.cpp's quantizer reads the file: it aborts the
+ * process on the same malformed headers its loader does.
+ */
+async function checkInput(path: string): Promise<void> {
+  const header = await checkTextModelFile(path);
+  const size = (await stat(path)).size;
+  const required = requiredFileSize(header);
+  if (size < required) throw new ModelLoadError('ERR_MODEL_LOAD', `${path} is truncated: its tensors need ${required} bytes, the file has ${size}. Copy or convert it again`);
 }

@@ -98,9 +98,12 @@ export interface NativeModel {
   info(): NativeModelInfo;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean, abort?: NativeAbortFlag): Promise<Int32Array>;
   detokenize(tokens: Int32Array, special: boolean): Promise<string>;
-  encodeImage(rgb: Uint8Array, width: number, height: number): Promise<NativeEmbedding>;
+  encodeImage(rgb: Uint8Array, width: number, height: number, abort?: NativeAbortFlag): Promise<NativeEmbedding>;
   createSession(options: { contextSize?: number; batchSize?: number; threads?: number; parallel?: number }): NativeSession;
-  dispose(): void;
+  /** Frees the contexts no session uses; resolves when done. */
+  trimIdleContexts(): Promise<void>;
+  /** Lets go of the model; its memory is freed off the JS thread (resolves when done). */
+  dispose(): Promise<void>;
 }
 
 export interface NativeAbortFlag {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { readGgufHeader } from '../../dist/gguf/read.js';
-import { checkLoadedFiles, requiredFileSize } from '../../dist/loaded-files-check.js';
+import { checkLoadedFiles, requiredFileSize } from '../../dist/load-plan/loaded-files-check.js';
 import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
 import { root } from '../helpers.js';
 
@@ -32,6 +32,13 @@ async function copy(from = good) {
   return file;
 }
 
+/** The files as the load plan describes them (src/load-plan/plan.ts). */
+function planned(modelPath, header, projectorPath, projectorHeader) {
+  const files = [{ path: modelPath, what: 'Model', code: 'ERR_MODEL_LOAD', fileId: header.fileId, requiredSize: requiredFileSize(header) }];
+  if (projectorPath) files.push({ path: projectorPath, what: 'Projector', code: 'ERR_PROJECTOR_LOAD', fileId: projectorHeader.fileId, requiredSize: requiredFileSize(projectorHeader) });
+  return files;
+}
+
 function fakeNative() {
   const native = { disposed: 0, dispose: () => void native.disposed++ };
   return native;
@@ -45,12 +52,12 @@ test('a file shorter after the load than its tensors need is ERR_MODEL_LOAD / ER
   assert.equal(requiredFileSize(header), header.fileSize); // the writer adds no tail
 
   const whole = fakeNative();
-  await checkLoadedFiles(whole, model, header, projector, projectorHeader);
+  await checkLoadedFiles(whole, planned(model, header, projector, projectorHeader));
   assert.equal(whole.disposed, 0);
 
   await truncate(model, header.fileSize - 1);
   const cut = fakeNative();
-  await assert.rejects(checkLoadedFiles(cut, model, header), {
+  await assert.rejects(checkLoadedFiles(cut, planned(model, header)), {
     name: 'ModelLoadError',
     code: 'ERR_MODEL_LOAD',
     message: new RegExp(`Model file .* shrank to ${header.fileSize - 1} bytes while it was being loaded, but its tensors need ${header.fileSize}`),
@@ -59,7 +66,7 @@ test('a file shorter after the load than its tensors need is ERR_MODEL_LOAD / ER
 
   await truncate(projector, 100);
   const cutProjector = fakeNative();
-  await assert.rejects(checkLoadedFiles(cutProjector, await copy(), header, projector, projectorHeader), { code: 'ERR_PROJECTOR_LOAD', message: /Projector file .* shrank to 100 bytes/ });
+  await assert.rejects(checkLoadedFiles(cutProjector, planned(await copy(), header, projector, projectorHeader)), { code: 'ERR_PROJECTOR_LOAD', message: /Projector file .* shrank to 100 bytes/ });
   assert.equal(cutProjector.disposed, 1);
 });
 
@@ -67,7 +74,7 @@ test('a file deleted or replaced under its name after the load is not an error: 
   const model = await copy();
   const header = await readGgufHeader(model);
   await unlink(model);
-  await checkLoadedFiles(fakeNative(), model, header);
+  await checkLoadedFiles(fakeNative(), planned(model, header));
   // Renamed over by a shorter file: the loaded file is another inode, still whole.
   const other = await copy();
   await truncate(other, 1000);
@@ -75,7 +82,7 @@ test('a file deleted or replaced under its name after the load is not an error: 
   const header2 = await readGgufHeader(model2);
   await rename(other, model2);
   const native = fakeNative();
-  await checkLoadedFiles(native, model2, header2);
+  await checkLoadedFiles(native, planned(model2, header2));
   assert.equal(native.disposed, 0);
 });
 

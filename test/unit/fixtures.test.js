@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 import { readGgufHeader } from '../../dist/gguf/read.js';
 import { GgmlType, GgufValueType, getArray, getBool, getString, getU32 } from '../../dist/gguf/types.js';
-import { checkMmprojHeader, checkTextModelHeader } from '../../dist/projector-check.js';
+import { checkMmprojHeader, checkTextModelHeader } from '../../dist/load-plan/projector-check.js';
 import { CHATML_TEMPLATE, writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
 import { greedy, loadReferenceLlama } from '../fixtures/reference-llama.js';
 

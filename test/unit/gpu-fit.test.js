@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fitGpuLayers } from '../../dist/gpu-fit.js';
+import { fitGpuLayers } from '../../dist/load-plan/gpu-fit.js';
 import { readGgufHeader } from '../../dist/gguf/read.js';
 import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
 

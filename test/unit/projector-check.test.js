@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readGgufHeader } from '../../dist/gguf/read.js';
 import { GgufValueType } from '../../dist/gguf/types.js';
 import { kv } from '../../dist/gguf/write.js';
-import { checkMmprojHeader, checkTextModelHeader } from '../../dist/projector-check.js';
+import { checkMmprojHeader, checkTextModelHeader } from '../../dist/load-plan/projector-check.js';
 import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
 
 let dir;

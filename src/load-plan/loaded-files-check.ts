@@ -6,8 +6,9 @@
  * truncated during the load into an error instead (it cannot help with one truncated later).
  */
 import { stat } from 'node:fs/promises';
-import { ModelLoadError } from './errors.js';
-import type { GgufHeader } from './gguf/types.js';
+import { ModelLoadError } from '../errors.js';
+import type { GgufHeader } from '../gguf/types.js';
+import type { PlannedFile } from './plan.js';
 
 /** Bytes the file must hold: up to the end of its last tensor's data. */
 export function requiredFileSize(h: GgufHeader): number {
@@ -21,29 +22,16 @@ export function requiredFileSize(h: GgufHeader): number {
  * file is now shorter than its tensors need. A file that is gone or was replaced under its
  * name is not checked: the mapping still holds the old file, which stays whole until unmapped.
  */
-export async function checkLoadedFiles(
-  native: { dispose(): void },
-  modelPath: string,
-  modelHeader: GgufHeader,
-  projectorPath?: string,
-  projectorHeader?: GgufHeader,
-): Promise<void> {
-  const files: { path: string; header: GgufHeader; what: string; code: 'ERR_MODEL_LOAD' | 'ERR_PROJECTOR_LOAD' }[] = [
-    { path: modelPath, header: modelHeader, what: 'Model', code: 'ERR_MODEL_LOAD' },
-  ];
-  if (projectorPath !== undefined && projectorHeader !== undefined) {
-    files.push({ path: projectorPath, header: projectorHeader, what: 'Projector', code: 'ERR_PROJECTOR_LOAD' });
-  }
+export async function checkLoadedFiles(native: { dispose(): void }, files: PlannedFile[]): Promise<void> {
   for (const f of files) {
     const now = await stat(f.path).catch(() => undefined);
     if (now === undefined || !now.isFile()) continue;
-    if (f.header.fileId !== undefined && f.header.fileId !== `${now.dev}:${now.ino}`) continue;
-    const required = requiredFileSize(f.header);
-    if (now.size >= required) continue;
+    if (f.fileId !== undefined && f.fileId !== `${now.dev}:${now.ino}`) continue;
+    if (now.size >= f.requiredSize) continue;
     native.dispose();
     throw new ModelLoadError(
       f.code,
-      `${f.what} file ${f.path} shrank to ${now.size} bytes while it was being loaded, but its tensors need ${required}: ` +
+      `${f.what} file ${f.path} shrank to ${now.size} bytes while it was being loaded, but its tensors need ${f.requiredSize}: ` +
         'it was truncated or is being rewritten. Wait until the file is complete (or copy it again), then load it again.',
     );
   }

@@ -4,8 +4,8 @@
  * keys present with the right types and sizes that agree with each other and with the text
  * model. The native loader checks every tensor's shape again and names any that is wrong.
  */
-import { asLlamaCppSeesIt } from './gguf/c-strings.js';
-import { getNumber, getString, type GgufHeader } from './gguf/types.js';
+import { asLlamaCppSeesIt } from '../gguf/c-strings.js';
+import { getNumber, getString, type GgufHeader } from '../gguf/types.js';
 
 const requiredSizes = [
   'blip2.vision.image_size',

@@ -6,13 +6,13 @@
  * checks find such problems from the header alone, before any native code sees the file.
  * The rules mirror tools/mtmd/clip.cpp and models/llava.cpp of the llama.cpp we build.
  */
-import { asLlamaCppSeesIt } from './gguf/c-strings.js';
-import { KeyChecker } from './gguf/key-checks.js';
+import { asLlamaCppSeesIt } from '../gguf/c-strings.js';
+import { KeyChecker } from '../gguf/key-checks.js';
 import { KNOWN_ARCHITECTURES } from './llm-architectures.js';
 import { checkLlmHparams } from './llm-hparams-check.js';
 import { checkGraphRules, checkYasa2Grid, layerWithoutAttention } from './mtmd-graph-rules.js';
 import { checkTensorTypes } from './tensor-type-check.js';
-import { GgufValueType, getString, type GgufHeader, type GgufTensorInfo } from './gguf/types.js';
+import { GgufValueType, getString, type GgufHeader, type GgufTensorInfo } from '../gguf/types.js';
 
 /** Projector type names this llama.cpp knows (clip-impl.h PROJECTOR_TYPE_NAMES). */
 export const KNOWN_PROJECTOR_TYPES: readonly string[] = [

@@ -5,8 +5,8 @@
  * llama_model::load_hparams, llama_vocab::load and the ggml norm ops of the llama.cpp we build.
  * Anything llama.cpp refuses with an exception is left to it; only the asserts are mirrored.
  */
-import { cutAtNul } from './gguf/c-strings.js';
-import { GgufValueType, getArray, getNumber, getString, type GgufHeader } from './gguf/types.js';
+import { cutAtNul } from '../gguf/c-strings.js';
+import { GgufValueType, getArray, getNumber, getString, type GgufHeader } from '../gguf/types.js';
 
 /** LLAMA_MAX_LAYERS in llama-hparams.h: per-layer arrays have this many slots. */
 const MAX_LAYERS = 512;

@@ -5,7 +5,7 @@
  * will run with, the projector, and room for compute buffers).
  * @module
  */
-import { getNumber, getString, type GgufHeader } from './gguf/types.js';
+import { getNumber, getString, type GgufHeader } from '../gguf/types.js';
 
 export interface FitDevice {
   type: 'cpu' | 'gpu' | 'igpu' | 'accel';

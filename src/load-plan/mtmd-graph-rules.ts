@@ -6,7 +6,7 @@
  * projector type but holds another's tensors aborts or segfaults the process. Found by fuzzing
  * the projector type of the tiny test projector, then read off each builder's opening asserts.
  */
-import type { GgufHeader } from './gguf/types.js';
+import type { GgufHeader } from '../gguf/types.js';
 
 const CLASS = 'v.class_embd';
 const POSITION = 'v.position_embd.weight';

@@ -4,7 +4,7 @@
  * ("unsupported types") or call a missing kernel when the graph first runs, after the load
  * succeeded. Found by fuzzing the type tags of the tiny test models.
  */
-import { GgmlType, ggmlTypeName, type GgufHeader, type GgufTensorInfo } from './gguf/types.js';
+import { GgmlType, ggmlTypeName, type GgufHeader, type GgufTensorInfo } from '../gguf/types.js';
 
 /**
  * Types a weight matrix may have: those with a CPU dot-product kernel (ggml-cpu.c
