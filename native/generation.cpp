@@ -106,7 +106,6 @@ void GenerationCore::Run() {
       }
     }
     if (items.empty()) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt is empty");
-    if (items.back().block) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt ends with an image; put some text after it");
     llama_pos total = 0;
     for (const auto& it : items) total += it.n_pos();
 
@@ -154,13 +153,17 @@ void GenerationCore::Run() {
       ContextPool::Exclusive ex(pool, &abort);
       llama_context* ctx = ex.ctx();
       if (items[i].block) {
+        // A prompt may end with an image (a caption from the image alone): its last row then
+        // gives the logits that start the answer.
+        const bool last = i + 1 == items.size();
         llama_pos next = s.n_past;
-        CheckDecode(items[i].block->Decode(ctx, s.n_past, seq, n_batch, &next), log, abort);
+        CheckDecode(items[i].block->Decode(ctx, s.n_past, seq, n_batch, last, &next), log, abort);
         s.history.push_back(items[i]);
         s.n_past = next;
         committed = next;
         ++i;
-        continue;  // a prompt never ends with an image, so no logits are needed here
+        if (last && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
+        continue;
       }
       batch.Clear();
       size_t j = i;

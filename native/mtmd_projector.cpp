@@ -1,7 +1,10 @@
 #include "mtmd_projector.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "encode_abort.h"
 #include "errors.h"
 #include "log.h"
 #include "mtmd-helper.h"
@@ -18,10 +21,28 @@ struct MtmdChunkFree { void operator()(mtmd_input_chunk* c) const { mtmd_input_c
 // Shared by the projector and every block it made, so a block outlives a disposed model.
 struct MtmdState {
   std::shared_ptr<llama_model> text_model;  // mtmd_context points into it
+  EncodeAbort abort;  // handed to ctx as its cb_eval, so declared (and freed) around it
   std::unique_ptr<mtmd_context, MtmdContextFree> ctx;
   std::mutex encode_mu;  // mtmd_encode_chunk and its output buffer are not thread-safe
   std::string type;
   int32_t n_embd = 0;
+};
+
+// Attention without the causal mask while an image goes in, for the models whose images attend
+// both ways (Gemma 3); restored on every exit, an aborted decode included.
+class NonCausalScope {
+ public:
+  NonCausalScope(llama_context* ctx, bool enabled) : ctx_(enabled ? ctx : nullptr) {
+    if (ctx_) llama_set_causal_attn(ctx_, false);
+  }
+  ~NonCausalScope() {
+    if (ctx_) llama_set_causal_attn(ctx_, true);
+  }
+  NonCausalScope(const NonCausalScope&) = delete;
+  NonCausalScope& operator=(const NonCausalScope&) = delete;
+
+ private:
+  llama_context* ctx_;
 };
 
 class MtmdBlock : public EmbeddingBlock {
@@ -29,14 +50,69 @@ class MtmdBlock : public EmbeddingBlock {
   MtmdBlock(std::shared_ptr<MtmdState> state, mtmd_input_chunk* chunk)
       : state_(std::move(state)), chunk_(chunk) {}
 
-  int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch,
+  int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch, bool logits_last,
                  llama_pos* new_n_past) const override {
-    // The helper reads the chunk's layout (M-RoPE positions, causal or not) and our floats.
-    return mtmd_helper_decode_image_chunk(state_->ctx.get(), ctx, chunk_.get(), const_cast<float*>(embd.data()),
-                                          n_past, seq, n_batch, new_n_past, nullptr, nullptr);
+    // The helper reads the chunk's layout (M-RoPE positions, causal or not) and our floats, but
+    // never asks for logits: llama.cpp's tools always put text after an image.
+    if (!logits_last)
+      return mtmd_helper_decode_image_chunk(state_->ctx.get(), ctx, chunk_.get(), const_cast<float*>(embd.data()),
+                                            n_past, seq, n_batch, new_n_past, nullptr, nullptr);
+    return DecodeWithLogits(ctx, n_past, seq, n_batch, new_n_past);
   }
 
  private:
+  // What mtmd_helper_decode_image_chunk does (same positions, same batches, same attention
+  // mask), with the last row of the last batch marked for output as libmtmd's own generation
+  // helpers (mtmd-helper-gen.cpp) mark the end of an embedding prompt. The KV cache it leaves
+  // is the helper's, so a later prompt that goes on past this image reuses it unchanged.
+  int32_t DecodeWithLogits(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch,
+                           llama_pos* new_n_past) const {
+    mtmd_context* mctx = state_->ctx.get();
+    const mtmd_input_chunk* chunk = chunk_.get();
+    if (n_batch <= 0 || n_tokens <= 0) return -1;
+    const size_t n = size_t(n_tokens);
+    // M-RoPE takes four position rows (t, y, x, z), each n long, in the helper's order.
+    const bool mrope = mtmd_decode_use_mrope(mctx);
+    const size_t n_rows = mrope ? 4 : 1;
+    std::vector<llama_pos> pos(n * n_rows);
+    if (mrope) {
+      const mtmd_image_tokens* image = mtmd_input_chunk_get_tokens_image(chunk);
+      if (!image || mtmd_image_tokens_get_n_tokens(image) != n) return -1;
+      std::vector<mtmd_decoder_pos> rel(n);
+      mtmd_helper_image_get_decoder_pos(image, n_past, rel.data());
+      for (size_t i = 0; i < n; ++i) {
+        pos[i] = llama_pos(rel[i].t);
+        pos[i + n] = llama_pos(rel[i].y);
+        pos[i + n * 2] = llama_pos(rel[i].x);
+        pos[i + n * 3] = llama_pos(rel[i].z);
+      }
+    } else {
+      for (size_t i = 0; i < n; ++i) pos[i] = n_past + llama_pos(i);
+    }
+    const NonCausalScope non_causal(ctx, mtmd_decode_use_non_causal(mctx, chunk));
+
+    llama_seq_id seq_one = seq;
+    std::vector<llama_pos> pos_view;
+    std::vector<int32_t> n_seq_id;
+    std::vector<llama_seq_id*> seq_ids;
+    std::vector<int8_t> logits;
+    for (size_t start = 0; start < n; start += size_t(n_batch)) {
+      const size_t m = std::min(size_t(n_batch), n - start);
+      pos_view.clear();
+      for (size_t r = 0; r < n_rows; ++r) pos_view.insert(pos_view.end(), pos.begin() + long(r * n + start), pos.begin() + long(r * n + start + m));
+      n_seq_id.assign(m, 1);
+      seq_ids.assign(m, &seq_one);
+      logits.assign(m, 0);
+      if (start + m == n) logits[m - 1] = 1;
+      llama_batch batch{int32_t(m), nullptr, const_cast<float*>(embd.data()) + start * size_t(n_embd), pos_view.data(),
+                        n_seq_id.data(), seq_ids.data(), logits.data()};
+      const int32_t rc = llama_decode(ctx, batch);
+      if (rc != 0) return rc;
+    }
+    *new_n_past = n_past + mtmd_input_chunk_get_n_pos(chunk);
+    return 0;
+  }
+
   std::shared_ptr<MtmdState> state_;
   std::unique_ptr<mtmd_input_chunk, MtmdChunkFree> chunk_;
 };
@@ -45,7 +121,8 @@ class MtmdProjector : public Projector {
  public:
   explicit MtmdProjector(std::shared_ptr<MtmdState> state) : state_(std::move(state)) {}
 
-  std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height) override {
+  std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height,
+                                             const std::atomic<bool>* abort) override {
     LogErrorScope log;
     std::unique_ptr<mtmd_bitmap, MtmdBitmapFree> bitmap(mtmd_bitmap_init(width, height, rgb));
     if (!bitmap) throw NativeError("ERR_IMAGE_PREPROCESS", "could not make a bitmap from the image" + log.Suffix());
@@ -78,7 +155,12 @@ class MtmdProjector : public Projector {
         block->n_embd = state_->n_embd;
         {
           std::lock_guard<std::mutex> lock(state_->encode_mu);
+          EncodeAbort::Scope armed(state_->abort, abort);
+          if (state_->abort.Raised()) throw NativeError("ERR_ABORTED", "image encoding aborted");
           int32_t enc = mtmd_encode_chunk(state_->ctx.get(), chunk);
+          // clip reports a stopped compute as a success and copies what the graph holds: throw
+          // that away. The next encode recomputes the whole graph, so nothing carries over.
+          if (state_->abort.Raised()) throw NativeError("ERR_ABORTED", "image encoding aborted");
           if (enc != 0) throw NativeError("ERR_ENCODE", "the projector failed to encode the image (rc " + std::to_string(enc) + ")" + log.Suffix());
           const float* embd = mtmd_get_output_embd(state_->ctx.get());  // valid until the next encode
           block->embd.assign(embd, embd + size_t(block->n_tokens) * size_t(block->n_embd));
@@ -120,6 +202,8 @@ std::shared_ptr<Projector> LoadMtmdProjector(const std::string& path, std::share
   params.progress_callback_user_data = const_cast<std::atomic<bool>*>(options.abort);
 
   auto state = std::make_shared<MtmdState>();
+  params.cb_eval = EncodeAbort::EvalCallback;
+  params.cb_eval_user_data = &state->abort;
   state->text_model = text_model;
   state->ctx.reset(mtmd_init_from_file(path.c_str(), text_model.get(), params));
   if (options.abort && options.abort->load()) throw NativeError("ERR_ABORTED", "projector load aborted");

@@ -2,6 +2,7 @@
 // LLM's sequence out. libmtmd's projectors (mtmd_projector.*) and our BLIP-2 family both
 // implement it, so sessions never know which one made an image.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,8 +17,10 @@ class EmbeddingBlock {
  public:
   virtual ~EmbeddingBlock() = default;
   // Decodes the block into `ctx` at position `n_past` of `seq`. Returns llama_decode's code
-  // (0 on success) and sets *new_n_past. Not thread-safe for one context (callers hold it).
-  virtual int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch,
+  // (0 on success) and sets *new_n_past. With `logits_last` the block's last row asks for
+  // logits (a prompt that ends with this block samples its first answer token from them), read
+  // with llama_get_logits_ith(ctx, -1). Not thread-safe for one context (callers hold it).
+  virtual int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch, bool logits_last,
                          llama_pos* new_n_past) const = 0;
 
   std::vector<float> embd;  // n_tokens * n_embd, row-major
@@ -42,8 +45,10 @@ struct EncodedImage {
 class Projector {
  public:
   virtual ~Projector() = default;
-  // Thread-safe: implementations serialise their own encoder. Throws NativeError.
-  virtual std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height) = 0;
+  // Thread-safe: implementations serialise their own encoder. Throws NativeError; ERR_ABORTED
+  // within one encoder layer of `abort` (may be null) being raised, keeping nothing half-made.
+  virtual std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height,
+                                                     const std::atomic<bool>* abort) = 0;
   virtual std::string Type() const = 0;
   virtual int32_t OutputEmbd() const = 0;
 };

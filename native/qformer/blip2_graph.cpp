@@ -43,6 +43,7 @@ ggml_tensor* Vision(ggml_context* ctx, const Blip2Weights& w, ggml_tensor* image
   x = ggml_add(ctx, x, w.patch_b);
   x = ggml_concat(ctx, ggml_reshape_2d(ctx, w.class_embd, E, 1), x, 1);                        // class token first
   x = ggml_add(ctx, x, w.pos_embd);
+  int il = 0;
   for (const VisionBlock& b : w.vision) {
     ggml_tensor* h = LayerNorm(ctx, b.ln1, x, p.v_eps);
     ggml_tensor* qkv = Apply(ctx, b.qkv, h);  // [3E, T]: q rows, then k, then v
@@ -52,6 +53,7 @@ ggml_tensor* Vision(ggml_context* ctx, const Blip2Weights& w, ggml_tensor* image
     ggml_tensor* v = ggml_view_2d(ctx, qkv, E, qkv->ne[1], row, 2 * E * f);
     x = ggml_add(ctx, x, Apply(ctx, b.out, Attention(ctx, q, k, v, p.v_heads)));
     x = ggml_add(ctx, x, Mlp(ctx, b.up, b.down, LayerNorm(ctx, b.ln2, x, p.v_eps)));
+    ggml_format_name(x, "blip2.vit.layer_out-%d", il++);  // where an aborted encode may stop (EncodeAbort)
   }
   return LayerNorm(ctx, w.ln_vision, x, p.ln_vision_eps);  // [E, T]
 }
@@ -59,6 +61,7 @@ ggml_tensor* Vision(ggml_context* ctx, const Blip2Weights& w, ggml_tensor* image
 ggml_tensor* Qformer(ggml_context* ctx, const Blip2Weights& w, ggml_tensor* image_embeds) {
   const Blip2Params& p = w.p;
   ggml_tensor* h = LayerNorm(ctx, w.q_ln_emb, w.query_tokens, p.q_eps);  // [H, Q]
+  int il = 0;
   for (const QformerBlock& b : w.qformer) {
     ggml_tensor* a = Attention(ctx, Apply(ctx, b.self_q, h), Apply(ctx, b.self_k, h), Apply(ctx, b.self_v, h), p.q_heads);
     h = LayerNorm(ctx, b.self_ln, ggml_add(ctx, h, Apply(ctx, b.self_out, a)), p.q_eps);
@@ -68,6 +71,7 @@ ggml_tensor* Qformer(ggml_context* ctx, const Blip2Weights& w, ggml_tensor* imag
       h = LayerNorm(ctx, b.cross_ln, ggml_add(ctx, h, Apply(ctx, b.cross_out, c)), p.q_eps);
     }
     h = LayerNorm(ctx, b.ffn_ln, ggml_add(ctx, h, Mlp(ctx, b.up, b.down, h)), p.q_eps);
+    ggml_format_name(h, "blip2.qformer.layer_out-%d", il++);
   }
   return h;
 }

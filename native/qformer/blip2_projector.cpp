@@ -5,6 +5,7 @@
 
 #include "blip2_graph.h"
 #include "blip2_weights.h"
+#include "encode_abort.h"
 #include "errors.h"
 #include "llama.h"
 
@@ -17,7 +18,8 @@ struct SchedFree { void operator()(ggml_backend_sched* s) const { ggml_backend_s
 // Embeddings fed to the LLM as a plain causal run of positions.
 class PlainBlock : public EmbeddingBlock {
  public:
-  int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch, llama_pos* new_n_past) const override {
+  int32_t Decode(llama_context* ctx, llama_pos n_past, llama_seq_id seq, int32_t n_batch, bool logits_last,
+                 llama_pos* new_n_past) const override {
     for (int32_t start = 0; start < n_tokens; start += n_batch) {
       const int32_t n = std::min(n_batch, n_tokens - start);
       llama_batch batch = llama_batch_init(n, n_embd, 1);
@@ -26,7 +28,7 @@ class PlainBlock : public EmbeddingBlock {
         batch.pos[i] = n_past + start + i;
         batch.n_seq_id[i] = 1;
         batch.seq_id[i][0] = seq;
-        batch.logits[i] = false;
+        batch.logits[i] = logits_last && start + i + 1 == n_tokens;
       }
       batch.n_tokens = n;
       int32_t rc = llama_decode(ctx, batch);
@@ -48,6 +50,7 @@ class Blip2Projector : public Projector {
     if (gpu_) backends.push_back(gpu_.get());
     backends.push_back(cpu_.get());
     sched_.reset(ggml_backend_sched_new(backends.data(), nullptr, int(backends.size()), kBlip2GraphNodes, false, true));
+    StopOnAbort();
     graph_mem_.resize(Blip2GraphMemory());
     // Reserve once: every image runs the same graph, so the compute buffer is reused.
     Build();
@@ -55,7 +58,8 @@ class Blip2Projector : public Projector {
       throw NativeError("ERR_OUT_OF_MEMORY", "could not allocate the BLIP-2 projector's compute buffer");
   }
 
-  std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height) override {
+  std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height,
+                                             const std::atomic<bool>* abort) override {
     const Blip2Params& p = w_->p;
     if (width != p.image_size || height != p.image_size)
       throw NativeError("ERR_IMAGE_PREPROCESS", "the BLIP-2 projector takes " + std::to_string(p.image_size) + "x" +
@@ -71,13 +75,18 @@ class Blip2Projector : public Projector {
     block->n_pos = block->n_tokens;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      EncodeAbort::Scope armed(abort_, abort);
+      if (abort_.Raised()) throw NativeError("ERR_ABORTED", "image encoding aborted");
       ggml_backend_sched_reset(sched_.get());
       Build();
       if (!ggml_backend_sched_alloc_graph(sched_.get(), graph_.graph))
         throw NativeError("ERR_ENCODE", "could not allocate the BLIP-2 graph");
       ggml_backend_tensor_set(graph_.input, pixels.data(), 0, pixels.size() * sizeof(float));
-      if (ggml_backend_sched_graph_compute(sched_.get(), graph_.graph) != GGML_STATUS_SUCCESS)
-        throw NativeError("ERR_ENCODE", "the BLIP-2 graph failed to compute");
+      const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), graph_.graph);  // synchronised
+      // A stopped compute leaves the output half-made: drop it. Each encode recomputes the
+      // whole graph from its input, so the next one is unaffected.
+      if (abort_.Raised()) throw NativeError("ERR_ABORTED", "image encoding aborted");
+      if (status != GGML_STATUS_SUCCESS) throw NativeError("ERR_ENCODE", "the BLIP-2 graph failed to compute");
       block->embd.resize(size_t(block->n_tokens) * block->n_embd);
       ggml_backend_tensor_get(graph_.output, block->embd.data(), 0, block->embd.size() * sizeof(float));
     }
@@ -93,12 +102,24 @@ class Blip2Projector : public Projector {
   int32_t OutputEmbd() const override { return int32_t(w_->p.output_length); }
 
  private:
+  // The CPU backend checks its abort callback after every node, at no cost. A GPU backend has
+  // no such hook, so with one the scheduler also splits the graph after each layer and asks
+  // between pieces (a synchronisation per layer, small next to a layer's work).
+  void StopOnAbort() {
+    ggml_backend_reg_t cpu_reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(cpu_.get()));
+    auto set_abort = reinterpret_cast<ggml_backend_set_abort_callback_t>(
+        ggml_backend_reg_get_proc_address(cpu_reg, "ggml_backend_set_abort_callback"));
+    if (set_abort) set_abort(cpu_.get(), EncodeAbort::CpuAbortCallback, &abort_);
+    if (gpu_ || !set_abort) ggml_backend_sched_set_eval_callback(sched_.get(), EncodeAbort::EvalCallback, &abort_);
+  }
+
   void Build() {
     ggml_init_params params{graph_mem_.size(), graph_mem_.data(), true};
     graph_ctx_.reset(ggml_init(params));
     graph_ = BuildBlip2Graph(graph_ctx_.get(), *w_);
   }
 
+  EncodeAbort abort_;  // the backends and scheduler call into it, so it outlives them
   std::shared_ptr<llama_model> text_model_;
   std::unique_ptr<ggml_backend, BackendFree> gpu_;  // may be null
   std::unique_ptr<ggml_backend, BackendFree> cpu_;
