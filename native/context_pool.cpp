@@ -10,8 +10,8 @@
 
 namespace minigpt {
 
-ContextPool::ContextPool(std::shared_ptr<llama_model> llm, PoolKey key)
-    : llm_(std::move(llm)), key_(key), taken_(std::max<uint32_t>(key.parallel, 1), false) {}
+ContextPool::ContextPool(std::shared_ptr<llama_model> llm, std::shared_ptr<ComputeTurns> turns, PoolKey key)
+    : llm_(std::move(llm)), turns_(std::move(turns)), key_(key), taken_(std::max<uint32_t>(key.parallel, 1), false) {}
 
 bool ContextPool::Idle() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -26,7 +26,7 @@ bool ContextPool::Created() {
 }
 
 void ContextPool::Prepare() {
-  Exclusive turn(*this, nullptr);
+  Exclusive turn(*this, nullptr, /*compute=*/false);
   turn.ctx();
 }
 
@@ -108,7 +108,7 @@ void ContextPool::ClearReleasedLocked(llama_context* ctx) {
   to_clear_.clear();
 }
 
-ContextPool::Exclusive::Exclusive(ContextPool& pool, std::atomic<bool>* abort) : pool_(pool) {
+ContextPool::Exclusive::Exclusive(ContextPool& pool, std::atomic<bool>* abort, bool compute) : pool_(pool) {
   std::unique_lock<std::mutex> lock(pool_.mu_);
   // Turns alternate with the batched decode steps, so neither a long prompt nor a crowd of
   // generating sessions keeps the other waiting for more than one turn.
@@ -118,9 +118,12 @@ ContextPool::Exclusive::Exclusive(ContextPool& pool, std::atomic<bool>* abort) :
   pool_.busy_ = true;
   pool_.batch_went_last_ = false;
   pool_.abort_target_.store(abort);
+  lock.unlock();
+  if (compute) turn_.emplace(*pool_.turns_);
 }
 
 ContextPool::Exclusive::~Exclusive() {
+  turn_.reset();
   {
     std::lock_guard<std::mutex> lock(pool_.mu_);
     pool_.abort_target_.store(nullptr);
@@ -167,7 +170,10 @@ void ContextPool::Run(Step& step) {
       batch.swap(waiting_);
       if (ctx_) ClearReleasedLocked(ctx_.get());
       lock.unlock();
-      DecodeBatch(batch);
+      {
+        ComputeTurns::Turn turn(*turns_);
+        DecodeBatch(batch);
+      }
       lock.lock();
       for (Step* s : batch) s->done = true;
       busy_ = false;
@@ -196,7 +202,7 @@ std::pair<std::shared_ptr<ContextPool>, llama_seq_id> ContextPools::Acquire(cons
     }
   }
   if (!found) {
-    found = std::make_shared<ContextPool>(llm, key);
+    found = std::make_shared<ContextPool>(llm, turns_, key);
     seq = found->TryAcquire();
     pools_.push_back(found);
   }

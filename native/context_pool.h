@@ -10,8 +10,10 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
+#include "compute_turns.h"
 #include "handles.h"
 #include "model.h"
 
@@ -31,7 +33,7 @@ struct PoolKey {
 
 class ContextPool : public std::enable_shared_from_this<ContextPool> {
  public:
-  ContextPool(std::shared_ptr<llama_model> llm, PoolKey key);
+  ContextPool(std::shared_ptr<llama_model> llm, std::shared_ptr<ComputeTurns> turns, PoolKey key);
 
   const PoolKey& key() const { return key_; }
 
@@ -51,7 +53,8 @@ class ContextPool : public std::enable_shared_from_this<ContextPool> {
   // Holds the pool's context for one thread at a time (prompt evaluation, sampling right after).
   class Exclusive {
    public:
-    Exclusive(ContextPool& pool, std::atomic<bool>* abort);
+    // `compute`: whether it computes (takes the model's compute turn); creating the context does not.
+    Exclusive(ContextPool& pool, std::atomic<bool>* abort, bool compute = true);
     ~Exclusive();
     Exclusive(const Exclusive&) = delete;
     Exclusive& operator=(const Exclusive&) = delete;
@@ -60,6 +63,7 @@ class ContextPool : public std::enable_shared_from_this<ContextPool> {
 
    private:
     ContextPool& pool_;
+    std::optional<ComputeTurns::Turn> turn_;  // taken once the context is ours
   };
 
   struct Step {
@@ -87,6 +91,7 @@ class ContextPool : public std::enable_shared_from_this<ContextPool> {
   static bool AbortRequested(void* data);
 
   std::shared_ptr<llama_model> llm_;
+  std::shared_ptr<ComputeTurns> turns_;  // the model's: shared with its image encodes
   PoolKey key_;
   ThreadpoolPtr threadpool_;  // outlives ctx_, which uses it
   ContextPtr ctx_;
@@ -112,6 +117,8 @@ class ContextPools {
  public:
   static constexpr size_t kIdleKept = 1;
 
+  explicit ContextPools(std::shared_ptr<ComputeTurns> turns) : turns_(std::move(turns)) {}
+
   // A pool with a free sequence for `key`, and that sequence.
   std::pair<std::shared_ptr<ContextPool>, llama_seq_id> Acquire(const std::shared_ptr<llama_model>& llm, const PoolKey& key);
   // Lets go of idle pools beyond `keep`; returns them so that the caller frees their contexts
@@ -121,6 +128,7 @@ class ContextPools {
  private:
   std::vector<std::shared_ptr<ContextPool>> TrimIdleLocked(size_t keep, const PoolKey* wanted);
 
+  std::shared_ptr<ComputeTurns> turns_;
   std::mutex mu_;
   std::vector<std::shared_ptr<ContextPool>> pools_;
 };

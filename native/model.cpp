@@ -55,7 +55,8 @@ std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const 
                                               const std::function<void(float)>& progress) {
   LogErrorScope log;
   auto state = std::make_shared<ModelState>();
-  state->pools = std::make_shared<ContextPools>();
+  state->turns = std::make_shared<ComputeTurns>();
+  state->pools = std::make_shared<ContextPools>(state->turns);
   state->threads = options.threads;
   state->path = options.path;
   state->projector_path = options.projector_path;
@@ -246,7 +247,11 @@ Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo& info) {
   auto projector = state->projector;
   AbortState abort = AbortFlag::From(env, info[3]);
   return TaskWorker<std::shared_ptr<const EncodedImage>>::Run(
-      env, [projector, pixels, w, h, abort] { return projector->Encode(pixels->data(), uint32_t(w), uint32_t(h), abort.get()); },
+      env,
+      [projector, turns = state->turns, pixels, w, h, abort] {
+        ComputeTurns::Turn turn(*turns);
+        return projector->Encode(pixels->data(), uint32_t(w), uint32_t(h), abort.get());
+      },
       [](Napi::Env env, std::shared_ptr<const EncodedImage>& image) -> Napi::Value {
         return NativeEmbedding::Wrap(env, image);
       });

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "compute_turns.h"
 #include "handles.h"
 #include "projector.h"
 #include "tokenizer.h"
@@ -25,6 +26,7 @@ struct ModelState {
   std::string path;
   std::string projector_path;
   std::shared_ptr<ContextPools> pools;  // the sessions' contexts, shared in groups of `parallel`
+  std::shared_ptr<ComputeTurns> turns;  // one computation at a time: decode steps, prompts, image encodes
 };
 
 // A token's text; thread-safe (the vocabulary is read-only). Text to tokens: ModelState::tokenizer.
