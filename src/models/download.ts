@@ -315,8 +315,9 @@ async function fetchIntoPart(
         await writeJson(partStatePath(job.dest), state);
       }
       if (!response.body) throw new NetworkError(`${redact(url)} sent no body`, { url: redact(url) });
-      fh = await open(part, offset > 0 ? 'r+' : 'w');
+      // Before the part is opened (and, when new, created): a part on disk always grows at once.
       await resumeHashed;
+      fh = await open(part, offset > 0 ? 'r+' : 'w');
       writer = new PartWriter(fh, offset, hasher, (position) => {
         armStall();
         try {
