@@ -36,3 +36,7 @@ export { modelsDir, planModel, pullModel, listModels, removeModel } from './mode
 export type { ModelFile, ResolvedModel, DownloadProgress, PullOptions, CatalogEntry, CatalogFile, RecipeOptions, RecipeStep, RecipeStepEvent } from './models/index.js';
 export { createServer, MinigptServer } from './server/index.js';
 export type { ServerOptions, CloseOptions } from './server/index.js';
+export type { Blip2PromptTemplate, Blip2Hparams } from './convert/blip2-hparams.js';
+export type { Blip2FileType } from './convert/blip2-tensors.js';
+export type { Recipe, RecipeFile } from './models/recipe-spec.js';
+export type { LoadDownloadOption } from './models/index.js';
