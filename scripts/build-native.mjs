@@ -5,9 +5,11 @@
 //                                 pruned llama.cpp source the tarball carries (no git, no node-llama-cpp)
 //   npm run prebuild              (scripts/prebuild.mjs) the portable build for prebuilds/
 // Usage: node scripts/build-native.mjs [--oracles] [--prebuild] [--gpu cuda|vulkan|metal]
-//          [--cuda-architectures LIST] [--build-dir DIR] [--out DIR] [--jobs N] [--clean]
-import { spawnSync } from 'node:child_process';
-import { existsSync, realpathSync, rmSync } from 'node:fs';
+//          [--cuda-architectures LIST] [--build-dir DIR] [--out DIR] [--jobs N] [--clean] [--verbose]
+// Quiet by default: CMake's and the compiler's output (pages of notes from ggml's SIMD code) go to
+// <build-dir>/build.log, the terminal gets progress and, on failure, the errors and the log's name.
+import { spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +26,8 @@ const HELP = `usage: node scripts/build-native.mjs [options]
   --out DIR                 where the addon and its libraries go (default: <build-dir>/Release)
   --jobs N                  parallel compile jobs (default: all cores)
   --clean                   start from an empty build tree
+  --verbose                 show CMake's and the compiler's output (also MINIGPT_BUILD_VERBOSE=1);
+                            otherwise it goes to <build-dir>/build.log
   --no-cpu-variants         with --prebuild: one generic CPU backend instead of every variant
                             (for GPU backend packages, which ship only the GPU library)`;
 
@@ -38,11 +42,48 @@ function fail(message) {
   process.exit(1);
 }
 
-/** Runs a program; the exit status, or null when it could not be started. */
-function run(program, args, options = {}) {
-  const result = spawnSync(program, args, { stdio: 'inherit', ...options });
-  if (result.error) return { status: null, error: result.error };
-  return { status: result.status ?? 1 };
+/**
+ * Runs a program; resolves with its exit status (null when it could not be started). With a
+ * `log`, its output goes there and only build progress ("[n/N]" lines) reaches the terminal.
+ */
+function run(program, args, { cwd, log } = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(program, args, { cwd, stdio: log ? ['ignore', 'pipe', 'pipe'] : 'inherit' });
+    child.on('error', () => resolve(null));
+    child.on('close', (code) => resolve(code ?? 1));
+    if (!log) return;
+    let shown = -1;
+    let pending = '';
+    const onData = (chunk) => {
+      log.write(chunk);
+      pending += chunk.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop();
+      for (const line of lines) {
+        const m = /^\[(\d+)\/(\d+)\]/.exec(line);
+        if (!m) continue;
+        const percent = Math.floor((100 * Number(m[1])) / Number(m[2]));
+        if (process.stderr.isTTY) process.stderr.write(`\rminigpt-node build: compiling ${m[1]}/${m[2]} (${percent}%)   `);
+        else if (percent >= shown + 10 || Number(m[1]) === Number(m[2])) {
+          shown = percent - (percent % 10);
+          process.stderr.write(`minigpt-node build: compiling ${m[1]}/${m[2]} (${percent}%)\n`);
+        }
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+  });
+}
+
+/** The lines of a failed build worth showing: errors with a little context, at most 60. */
+function errorLines(logPath) {
+  const lines = readFileSync(logPath, 'utf8').split('\n');
+  const keep = new Set();
+  lines.forEach((line, i) => {
+    if (/\berror\b|FAILED|fatal|CMake Error|undefined reference/i.test(line)) for (let j = Math.max(0, i - 2); j <= Math.min(lines.length - 1, i + 3); j++) keep.add(j);
+  });
+  const picked = [...keep].sort((a, b) => a - b).map((i) => lines[i]);
+  return (picked.length ? picked : lines.slice(-40)).slice(-60).join('\n');
 }
 
 function onPath(program, args = ['--version']) {
@@ -83,7 +124,7 @@ function checkToolchain(gpu) {
   }
 }
 
-function main() {
+async function main() {
   let parsed;
   try {
     parsed = parseArgs({
@@ -96,6 +137,7 @@ function main() {
       out: { type: 'string' },
       jobs: { type: 'string' },
       clean: { type: 'boolean', default: false },
+      verbose: { type: 'boolean', default: false },
       'no-cpu-variants': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -130,12 +172,23 @@ function main() {
     configure.push(`-DCMAKE_CUDA_ARCHITECTURES=${archs}`);
   }
 
-  let result = run('cmake', configure, { cwd: root });
-  if (result.status !== 0) fail('CMake could not configure the build (its messages are above).');
+  const verbose = values.verbose || process.env.MINIGPT_BUILD_VERBOSE === '1';
+  mkdirSync(buildDir, { recursive: true });
+  const logPath = join(buildDir, 'build.log');
+  const log = verbose ? undefined : createWriteStream(logPath);
+  const finished = async () => log && new Promise((r) => log.end(r));
+  const failed = async (what) => {
+    await finished();
+    if (log) process.stderr.write(`\n${errorLines(logPath)}\n`);
+    fail(`${what}${log ? ` The whole output is in ${logPath} (or run again with --verbose / MINIGPT_BUILD_VERBOSE=1).` : ' (its messages are above).'}`);
+  };
+  if (log) process.stderr.write(`minigpt-node build: configuring (output in ${logPath})\n`);
+  if ((await run('cmake', configure, { cwd: root, log })) !== 0) await failed('CMake could not configure the build.');
   const jobs = values.jobs ?? String(availableParallelism());
-  result = run('cmake', ['--build', buildDir, '--config', 'Release', '--parallel', jobs], { cwd: root });
-  if (result.status !== 0) fail('the build failed (the compiler messages are above).');
+  if ((await run('cmake', ['--build', buildDir, '--config', 'Release', '--parallel', jobs], { cwd: root, log })) !== 0) await failed('the build failed.');
+  await finished();
+  if (log && process.stderr.isTTY) process.stderr.write('\n');
   process.stderr.write(`minigpt-node build: the addon is in ${outDir}\n`);
 }
 
-main();
+await main();
