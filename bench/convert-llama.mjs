@@ -12,7 +12,7 @@ import { mkdir, open, rm, writeFile, readFile, stat } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { CONVERTER, oracleMissing, trainTokenizer } from '../test/fixtures/llama-hf.js';
+import { CONVERTER, oracleMissing, trainTokenizer } from '../tools/fixtures/llama-hf.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { shape: { type: 'string', default: '1b' }, dir: { type: 'string', default: '/tmp/minigpt-bench-convert-llama' }, keep: { type: 'boolean' }, runs: { type: 'string', default: '1' } } });
@@ -111,6 +111,6 @@ console.log(JSON.stringify({ shape: values.shape, inputGB: inputBytes / 1e9, our
 if (!values.keep) await rm(dir, { recursive: true, force: true });
 
 function pythonEnv() {
-  const shim = join(root, 'test', 'fixtures', 'llama-convert-shim');
+  const shim = join(root, 'tools', 'fixtures', 'llama-convert-shim');
   return { PYTHONPATH: [shim, join(root, 'deps', 'llama.cpp', 'gguf-py')].join(':'), PYTHONDONTWRITEBYTECODE: '1' };
 }

@@ -1,5 +1,5 @@
 // Download throughput (issue 16): pullModel fetching a 1 GiB file from the local stand-in for
-// the hub (test/fixtures/fake-hub.js: resolve -> 302 -> "CDN" on another port), beside curl
+// the hub (tools/fixtures/fake-hub.js: resolve -> 302 -> "CDN" on another port), beside curl
 // fetching the same URL, which is the ceiling. Not a timed test: run `node bench/download.mjs`
 // (after `npm run build:ts`); MB=<n> changes the size. All write to the same disk; ours also
 // hashes (sha256) and fsyncs before the rename, bare curl does neither, so a third row does the
@@ -10,7 +10,7 @@ import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startFakeHub } from '../test/fixtures/fake-hub.js';
+import { startFakeHub } from '../tools/fixtures/fake-hub.js';
 
 const run = promisify(execFile);
 const MB = Number(process.env.MB ?? 1024);

@@ -11,10 +11,10 @@ import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { kv, writeGguf } from '../dist/gguf/write.js';
 import { GgmlType } from '../dist/gguf/types.js';
-import { writeTinyBlip2 } from '../test/fixtures/blip2.js';
-import { CHATML_TEMPLATE, writeTinyMmproj } from '../test/fixtures/models.js';
-import { makeRng, randomAround, randomNormal } from '../test/fixtures/prng.js';
-import { buildSpmVocab, TOKEN_TYPE } from '../test/fixtures/vocab.js';
+import { writeTinyBlip2 } from '../tools/fixtures/blip2.js';
+import { CHATML_TEMPLATE, writeTinyMmproj } from '../tools/fixtures/models.js';
+import { makeRng, randomAround, randomNormal } from '../tools/fixtures/prng.js';
+import { buildSpmVocab, TOKEN_TYPE } from '../tools/fixtures/vocab.js';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const cacheDir = join(root, '.cache', 'bench');

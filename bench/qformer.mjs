@@ -9,8 +9,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { getSystemInfo, loadModel } from '../dist/index.js';
-import { writeTinyBlip2 } from '../test/fixtures/blip2.js';
-import { writeTinyLlama, writeTinyMmproj } from '../test/fixtures/models.js';
+import { writeTinyBlip2 } from '../tools/fixtures/blip2.js';
+import { writeTinyLlama, writeTinyMmproj } from '../tools/fixtures/models.js';
 import { torchEncode } from './torch-reference.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');

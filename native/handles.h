@@ -11,7 +11,6 @@ struct LlamaModelFree { void operator()(llama_model* m) const { llama_model_free
 struct LlamaContextFree { void operator()(llama_context* c) const { llama_free(c); } };
 struct LlamaSamplerFree { void operator()(llama_sampler* s) const { llama_sampler_free(s); } };
 
-using ModelPtr = std::unique_ptr<llama_model, LlamaModelFree>;
 using ContextPtr = std::unique_ptr<llama_context, LlamaContextFree>;
 using SamplerPtr = std::unique_ptr<llama_sampler, LlamaSamplerFree>;
 

@@ -133,7 +133,6 @@ Napi::Value NativeModel::Info(const Napi::CallbackInfo& info) {
   llama_model_desc(m, buf, sizeof buf);
   o.Set("description", buf);
   o.Set("parameters", Napi::Number::New(env, double(llama_model_n_params(m))));
-  o.Set("sizeBytes", Napi::Number::New(env, double(llama_model_size(m))));
   o.Set("contextLength", llama_model_n_ctx_train(m));
   o.Set("embeddingSize", llama_model_n_embd(m));
   o.Set("layers", llama_model_n_layer(m));
@@ -144,10 +143,6 @@ Napi::Value NativeModel::Info(const Napi::CallbackInfo& info) {
   const char* tmpl = llama_model_chat_template(m, nullptr);
   o.Set("chatTemplate", tmpl ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
   o.Set("hasVision", state->projector != nullptr);
-  if (state->projector) {
-    o.Set("projectorBackend", state->projector->Type());
-    o.Set("projectorEmbeddingSize", state->projector->OutputEmbd());
-  }
   auto piece = [&](llama_token t) -> Napi::Value {
     if (t < 0 || t >= llama_vocab_n_tokens(state->vocab)) return env.Null();
     return Napi::String::New(env, llama_vocab_get_text(state->vocab, t));

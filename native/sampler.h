@@ -7,6 +7,9 @@
 
 namespace minigpt {
 
+// Fallbacks only: src/session.ts (validateStreamOptions) is the one place the defaults are set,
+// and it sends every value but an unset seed (random, as here). These match it for a caller of
+// the raw binding that leaves one out.
 struct SamplingOptions {
   float temperature = 0.8f;  // <= 0: greedy
   int32_t top_k = 40;

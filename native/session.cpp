@@ -147,6 +147,9 @@ Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
   }
   Napi::Object o = info[1].As<Napi::Object>();
   double d;
+  // src/session.ts validateStreamOptions sends every option (an unset seed aside) with its
+  // documented default; GenerationRequest's / SamplingOptions' own are a fallback for a caller
+  // of the raw binding.
   if (ReadNumber(o, "maxTokens", d)) req.max_tokens = d < 0 ? 0 : d > 1e9 ? 1000000000u : uint32_t(d);
   if (ReadNumber(o, "temperature", d)) req.sampling.temperature = float(d);
   if (ReadNumber(o, "topK", d)) req.sampling.top_k = int32_t(d);
@@ -157,7 +160,6 @@ Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
   if (ReadNumber(o, "presencePenalty", d)) req.sampling.presence_penalty = float(d);
   if (ReadNumber(o, "repeatLastN", d)) req.sampling.repeat_last_n = int32_t(d);
   if (ReadNumber(o, "seed", d)) req.sampling.seed = uint32_t(d);
-  if (ReadNumber(o, "queueSize", d) && d >= 1) req.queue_size = size_t(d);
   return Generation::Start(env, state_, std::move(req));
 }
 

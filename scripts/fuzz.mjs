@@ -4,14 +4,14 @@
 // edits, vocabulary edits: tokens renamed into twins of others behind NULs, emptied, retyped),
 // `--strategy vocab` (or field, string, flip, ...) uses only that kind of mutation, loads each through the public API in a child process and reports every input that
 // crashed the process, hung, or failed with an error that is not a MinigptError. A failing
-// input's recipe (a few lines of JSON) goes into test/fuzz/regressions.json by hand, where
+// input's recipe (a few lines of JSON) goes into tools/fuzz/regressions.json by hand, where
 // the short fuzz test in `npm test` replays it.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { KINDS, writeCorpus } from '../test/fuzz/corpus.js';
-import { generatedRecipes, runFuzz } from '../test/fuzz/run.js';
+import { KINDS, writeCorpus } from '../tools/fuzz/corpus.js';
+import { generatedRecipes, runFuzz } from '../tools/fuzz/run.js';
 
 const { values } = parseArgs({
   options: {
@@ -34,7 +34,7 @@ const dir = await mkdtemp(join(tmpdir(), 'minigpt-fuzz-'));
 try {
   const corpus = await writeCorpus(join(dir, 'corpus'));
   const recipes = values.replay
-    ? JSON.parse(await readFile(new URL('../test/fuzz/regressions.json', import.meta.url), 'utf8')).map((r) => r.recipe)
+    ? JSON.parse(await readFile(new URL('../tools/fuzz/regressions.json', import.meta.url), 'utf8')).map((r) => r.recipe)
     : generatedRecipes(corpus, kinds, seed, count, values.strategy);
   console.log(values.replay ? `replaying ${recipes.length} regression cases` : `seed ${seed}: ${count} inputs per kind (${kinds.join(', ')})${values.strategy ? `, strategy ${values.strategy}` : ''}`);
   const started = performance.now();

@@ -33,8 +33,8 @@ const OURS = /(^|\/)(minigpt\.node|libllama[^/]*\.so[^/]*|libggml[^/]*\.so[^/]*|
 
 /** Writes the tiny random-weight fixtures the loop uses into `dir`; returns their paths. */
 export async function writeLeakFixtures(dir, { nCtx = 1024 } = {}) {
-  const { writeTinyLlama, writeTinyMmproj } = await import(pathToFileURL(join(root, 'test', 'fixtures', 'models.js')).href);
-  const { writeTinyBlip2 } = await import(pathToFileURL(join(root, 'test', 'fixtures', 'blip2.js')).href);
+  const { writeTinyLlama, writeTinyMmproj } = await import(pathToFileURL(join(root, 'tools', 'fixtures', 'models.js')).href);
+  const { writeTinyBlip2 } = await import(pathToFileURL(join(root, 'tools', 'fixtures', 'blip2.js')).href);
   const { default: sharp } = await import('sharp');
   const { testPixels } = await import(pathToFileURL(join(root, 'test', 'helpers.js')).href);
   await mkdir(dir, { recursive: true });

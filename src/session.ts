@@ -2,7 +2,8 @@
  * Conversations: prompts with text and images in, streamed answers out.
  * @module
  */
-import { AbortedError, ContextOverflowError, DisposedError, InvalidArgumentError, MinigptError, throwIfAborted } from './errors.js';
+import { defaultContextSize } from './context-size.js';
+import { AbortedError, DisposedError, InvalidArgumentError, MinigptError, throwIfAborted } from './errors.js';
 import { ImageEmbedding, nativeOf, retain } from './embedding.js';
 import { isImageInput, type ImageInput } from './image.js';
 import { AsyncLock, DisposeGuard } from './lifetime.js';
@@ -160,19 +161,38 @@ function validateStop(value: unknown): string[] {
   return list;
 }
 
+/**
+ * The one place the sampling defaults live (StreamOptions' docs state them). Every value is sent
+ * to native code on each request; native/sampler.h's copies are only a fallback for callers of
+ * the raw binding.
+ */
+const STREAM_DEFAULTS = {
+  maxTokens: 256,
+  temperature: 0.8,
+  topK: 40,
+  topP: 0.95,
+  minP: 0.05,
+  repeatPenalty: 1,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  /** The window the repeat, frequency and presence penalties look at; not an option. */
+  repeatLastN: 64,
+} as const;
+
 function validateStreamOptions(options: StreamOptions) {
   const o = checkKeys(options, streamKeys, 'stream options');
+  const d = STREAM_DEFAULTS;
   return {
     native: {
-      maxTokens: optInteger(o, 'maxTokens', 0, 1_000_000, 256),
-      temperature: optNumber(o, 'temperature', 0, 100, 0.8),
-      topK: optInteger(o, 'topK', 0, 1_000_000, 40),
-      topP: optNumber(o, 'topP', 0, 1, 0.95),
-      minP: optNumber(o, 'minP', 0, 1, 0.05),
-      repeatPenalty: optNumber(o, 'repeatPenalty', 0.01, 100, 1),
-      frequencyPenalty: optNumber(o, 'frequencyPenalty', -2, 2, 0),
-      presencePenalty: optNumber(o, 'presencePenalty', -2, 2, 0),
-      repeatLastN: 64,
+      maxTokens: optInteger(o, 'maxTokens', 0, 1_000_000, d.maxTokens),
+      temperature: optNumber(o, 'temperature', 0, 100, d.temperature),
+      topK: optInteger(o, 'topK', 0, 1_000_000, d.topK),
+      topP: optNumber(o, 'topP', 0, 1, d.topP),
+      minP: optNumber(o, 'minP', 0, 1, d.minP),
+      repeatPenalty: optNumber(o, 'repeatPenalty', 0.01, 100, d.repeatPenalty),
+      frequencyPenalty: optNumber(o, 'frequencyPenalty', -2, 2, d.frequencyPenalty),
+      presencePenalty: optNumber(o, 'presencePenalty', -2, 2, d.presencePenalty),
+      repeatLastN: d.repeatLastN,
       seed: optInteger(o, 'seed', 0, 0xfffffffe),
     },
     stop: validateStop(o.stop),
@@ -223,7 +243,7 @@ export class Session {
   /** @internal */
   constructor(model: Model, nativeModel: NativeModel, options: SessionOptions, detach: (s: Session) => void) {
     const o = checkKeys(options, sessionKeys, 'createSession options');
-    this.#contextSize = optInteger(o, 'contextSize', 16, 1 << 24, model.defaults.contextSize ?? Math.min(model.info.contextLength, 4096));
+    this.#contextSize = optInteger(o, 'contextSize', 16, 1 << 24, model.defaults.contextSize ?? defaultContextSize(model.info.contextLength));
     this.#threads = optThreads(o, 'threads', model.defaults.threads);
     const batchSize = optInteger(o, 'batchSize', 32, 1 << 16, 512);
     const systemPrompt = optString(o, 'systemPrompt');
@@ -386,9 +406,8 @@ export class Session {
           if (this.#guard.disposed) throw new DisposedError('This session');
           if (batch.error) {
             if (!answered) this.#turns.length = active.turnsBefore;
-            throw batch.error instanceof MinigptError && batch.error.code === 'ERR_CONTEXT_OVERFLOW'
-              ? new ContextOverflowError(batch.error.message)
-              : batch.error;
+            // Already typed by errors.ts's errorFromCode (the binding's error factory).
+            throw batch.error;
           }
           if (opts.signal?.aborted && !stops.stopped) {
             throw new AbortedError('The stream was aborted', { cause: opts.signal.reason });

@@ -8,7 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
-import { writeTinyLlama, writeTinyMmproj } from './fixtures/models.js';
+import { writeTinyLlama, writeTinyMmproj } from '../tools/fixtures/models.js';
+import { testPixels } from '../tools/fixtures/pixels.js';
 
 const run = promisify(execFile);
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -19,6 +20,8 @@ export const oracles = {
 };
 export const oraclesBuilt = existsSync(oracles.tokenize) && existsSync(oracles.greedy);
 
+export { testPixels };
+
 /** A temp dir holding a tiny LLM (ChatML), a matching mmproj and a few images. */
 export async function makeFixtures(options = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'minigpt-test-'));
@@ -28,19 +31,6 @@ export async function makeFixtures(options = {}) {
   await writeTinyMmproj(projector, { nEmbdText: 64, ...options.mmproj });
   const images = await writeImages(dir);
   return { dir, model, projector, images, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
-
-/** A deterministic 40x30 RGB picture with gradients and a few sharp edges. */
-export function testPixels(width = 40, height = 30, seed = 0) {
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      data[i] = (x * 255) / (width - 1);
-      data[i + 1] = (y * 255) / (height - 1);
-      data[i + 2] = ((x + seed) ^ y) & 1 ? 220 : 30;
-    }
-  return { data, width, height, channels: 3 };
 }
 
 async function writeImages(dir) {

@@ -167,7 +167,9 @@ std::unique_ptr<Blip2Weights> LoadBlip2Weights(const std::string& path, ggml_bac
   Blip2Params& p = w->p;
   p.variant = r.Str("blip2.variant", "qformer");
   if (p.variant != "qformer" && p.variant != "patch_group") Fail(path, "unknown blip2.variant " + p.variant);
-  p.prompt_template = r.Str("blip2.prompt_template", "none");
+  // The prompt format is chosen in TS (the load plan); read here only so that a non-string one
+  // still fails the load as it always has.
+  r.Str("blip2.prompt_template", "none");
   p.image_size = r.U32("blip2.vision.image_size");
   p.patch_size = r.U32("blip2.vision.patch_size");
   p.v_width = r.U32("blip2.vision.embedding_length");

@@ -14,7 +14,6 @@ namespace minigpt {
 
 struct Blip2Params {
   std::string variant;          // "qformer" | "patch_group"
-  std::string prompt_template;  // "minigpt4-v0" | "minigpt4-llama2" | "none"
   uint32_t image_size = 0, patch_size = 0;
   uint32_t v_width = 0, v_depth = 0, v_heads = 0, v_ff = 0;
   float v_eps = 1e-6f, ln_vision_eps = 1e-5f;

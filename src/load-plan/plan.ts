@@ -6,6 +6,7 @@
  * (index.ts): a large vocabulary takes tens of milliseconds to read and check.
  */
 import { stat } from 'node:fs/promises';
+import { defaultContextSize } from '../context-size.js';
 import { ModelLoadError } from '../errors.js';
 import { GgufFormatError, readGgufHeader } from '../gguf/read.js';
 import { getNumber, getString, type GgufHeader } from '../gguf/types.js';
@@ -92,7 +93,7 @@ export async function planLoad(input: PlanInput): Promise<LoadPlan> {
       ? fitGpuLayers({
           model: header,
           projector: projectorHeader,
-          contextSize: input.parallelSessions * (input.contextSize ?? Math.min(4096, getNumber(header, `${arch}.context_length`) ?? 4096)),
+          contextSize: input.parallelSessions * (input.contextSize ?? defaultContextSize(getNumber(header, `${arch}.context_length`))),
           devices: input.devices,
         }).gpuLayers
       : input.gpuLayers;

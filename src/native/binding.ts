@@ -16,7 +16,6 @@ export interface NativeModelInfo {
   architecture?: string;
   description: string;
   parameters: number;
-  sizeBytes: number;
   contextLength: number;
   embeddingSize: number;
   layers: number;
@@ -28,13 +27,10 @@ export interface NativeModelInfo {
   addBos: boolean;
   chatTemplate: string | null;
   hasVision: boolean;
-  projectorBackend?: string;
-  projectorEmbeddingSize?: number;
 }
 
 export interface NativeEmbedding {
   readonly nTokens: number;
-  readonly nPositions: number;
   readonly nEmbd: number;
   toFloat32Array(): Float32Array;
   dispose(): void;
@@ -134,7 +130,6 @@ export interface Binding {
   ): Promise<NativeModel>;
   systemInfo(): {
     llamaSystemInfo: string;
-    hardwareConcurrency: number;
     devices: NativeDevice[];
     cpuBackend: NativeCpuBackend;
     addonPath: string;

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { getDevices, getSystemInfo, loadModel } from '../../dist/index.js';
-import { writeTinyBlip2 } from '../fixtures/blip2.js';
+import { writeTinyBlip2 } from '../../tools/fixtures/blip2.js';
 import { collect, makeFixtures, oracleGreedy, oraclesBuilt } from '../helpers.js';
 
 const N = 16;

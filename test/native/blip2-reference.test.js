@@ -16,7 +16,7 @@ import { decodeImage, loadModel } from '../../dist/index.js';
 import { readGgufHeader } from '../../dist/gguf/read.js';
 import { GgmlType } from '../../dist/gguf/types.js';
 import { f16ToF32, kv, writeGguf } from '../../dist/gguf/write.js';
-import { writeTinyLlama, CLIP_MEAN, CLIP_STD } from '../fixtures/models.js';
+import { writeTinyLlama, CLIP_MEAN, CLIP_STD } from '../../tools/fixtures/models.js';
 import { root, testPixels } from '../helpers.js';
 
 const run = promisify(execFile);

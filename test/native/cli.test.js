@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { loadModel } from '../../dist/index.js';
-import { writeTinyLlama } from '../fixtures/models.js';
+import { writeTinyLlama } from '../../tools/fixtures/models.js';
 import { makeFixtures, root } from '../helpers.js';
 
 const cliPath = join(root, 'dist', 'cli', 'index.js');

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { loadModel, convertLlama, convertGgml } from '../../dist/index.js';
 import { writeGgml } from '../fixtures/ggjt.js';
 import { collect, llamaTokenize, oracleGreedy, oraclesBuilt } from '../helpers.js';
-import { oracleConvert, oracleMissing, sentencePieceEncode, sentencePieceMissing, trainTokenizer, writeLlamaHf } from '../fixtures/llama-hf.js';
+import { oracleConvert, oracleMissing, sentencePieceEncode, sentencePieceMissing, trainTokenizer, writeLlamaHf } from '../../tools/fixtures/llama-hf.js';
 
 const NO_SPM = sentencePieceMissing();
 const NO_ORACLE = oracleMissing();

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadModel } from '../../dist/index.js';
-import { writeTinyBlip2 } from '../fixtures/blip2.js';
-import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
+import { writeTinyBlip2 } from '../../tools/fixtures/blip2.js';
+import { writeTinyLlama, writeTinyMmproj } from '../../tools/fixtures/models.js';
 import { collect, testPixels } from '../helpers.js';
 
 const LAYERS = 12;

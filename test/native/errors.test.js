@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadModel } from '../../dist/index.js';
-import { writeTinyMmproj } from '../fixtures/models.js';
+import { writeTinyMmproj } from '../../tools/fixtures/models.js';
 import { makeFixtures } from '../helpers.js';
 
 let fx;

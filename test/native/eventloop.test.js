@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadModel } from '../../dist/index.js';
-import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
+import { writeTinyLlama, writeTinyMmproj } from '../../tools/fixtures/models.js';
 import { makeFixtures, maxEventLoopLag } from '../helpers.js';
 
 const LAG_BOUND_MS = 40;

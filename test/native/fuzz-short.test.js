@@ -7,9 +7,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { KINDS, writeCorpus } from '../fuzz/corpus.js';
-import { ggufLayout } from '../fuzz/gguf-layout.js';
-import { generatedRecipes, runFuzz } from '../fuzz/run.js';
+import { KINDS, writeCorpus } from '../../tools/fuzz/corpus.js';
+import { ggufLayout } from '../../tools/fuzz/gguf-layout.js';
+import { generatedRecipes, runFuzz } from '../../tools/fuzz/run.js';
 
 const PER_KIND = 60;
 const SEED = Number(process.env.MINIGPT_FUZZ_SEED ?? 20240601);
@@ -26,7 +26,7 @@ after(async () => {
 const describe = (f) => `${f.recipe.kind} ${JSON.stringify(f.recipe.ops).slice(0, 300)}: ${f.outcome} ${f.signal ?? f.exitCode ?? ''} ${(f.message ?? f.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`;
 
 async function regressions() {
-  return JSON.parse(await readFile(new URL('../fuzz/regressions.json', import.meta.url), 'utf8'));
+  return JSON.parse(await readFile(new URL('../../tools/fuzz/regressions.json', import.meta.url), 'utf8'));
 }
 
 test('regression recipes still aim at the header fields they were found on', async () => {
@@ -35,7 +35,7 @@ test('regression recipes still aim at the header fields they were found on', asy
   for (const { recipe } of await regressions()) {
     const bytes = corpus.bases[recipe.base];
     const { fields } = ggufLayout(bytes);
-    const stale = (op) => `${recipe.kind} recipe ${JSON.stringify(op)}: the corpus changed; find the field again and update test/fuzz/regressions.json`;
+    const stale = (op) => `${recipe.kind} recipe ${JSON.stringify(op)}: the corpus changed; find the field again and update tools/fuzz/regressions.json`;
     for (const op of recipe.ops.filter((o) => o.field)) {
       // "value KEY": the bytes of a string value, right after its length field.
       const f = op.field.startsWith('value ') ? fields.find((g) => g.at + 8 === op.at && g.kind === 'string-length') : fields.find((g) => g.at === op.at);

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadModel } from '../../dist/index.js';
 import { writeGgufWithTokens } from '../fixtures/hostile.js';
-import { writeTinyLlama } from '../fixtures/models.js';
-import { ggufLayout } from '../fuzz/gguf-layout.js';
+import { writeTinyLlama } from '../../tools/fixtures/models.js';
+import { ggufLayout } from '../../tools/fuzz/gguf-layout.js';
 import { llamaTokenize, oracles, oraclesBuilt } from '../helpers.js';
 
 let dir, good, tokens;

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadModel } from '../../dist/index.js';
-import { writeTinyBlip2 } from '../fixtures/blip2.js';
-import { writeTinyMmproj } from '../fixtures/models.js';
+import { writeTinyBlip2 } from '../../tools/fixtures/blip2.js';
+import { writeTinyMmproj } from '../../tools/fixtures/models.js';
 import { collect, makeFixtures, oracleGreedy, oracles, oraclesBuilt } from '../helpers.js';
 
 const run = promisify(execFile);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { loadModel } from '../../dist/index.js';
-import { writeTinyBlip2 } from '../fixtures/blip2.js';
+import { writeTinyBlip2 } from '../../tools/fixtures/blip2.js';
 import { collect, makeFixtures, oracleGreedy, oraclesBuilt } from '../helpers.js';
 
 const skip = !oraclesBuilt && 'llama.cpp oracles not built (npm install builds them)';

@@ -21,7 +21,7 @@ import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadModel } from '../../dist/index.js';
 import { writeLeakFixtures } from '../../scripts/leak-check.mjs';
-import { writeTinyLlama } from '../fixtures/models.js';
+import { writeTinyLlama } from '../../tools/fixtures/models.js';
 import { root } from '../helpers.js';
 
 const run = promisify(execFile);

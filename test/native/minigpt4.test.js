@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadModel } from '../../dist/index.js';
 import { kv } from '../../dist/gguf/write.js';
-import { writeTinyBlip2 } from '../fixtures/blip2.js';
+import { writeTinyBlip2 } from '../../tools/fixtures/blip2.js';
 import { collect, makeFixtures } from '../helpers.js';
 
 const SYSTEM = 'Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it to you. Please answer my questions.';

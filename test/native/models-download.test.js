@@ -1,4 +1,4 @@
-// Models by name (issue 16) against a local stand-in for the hub (test/fixtures/fake-hub.js,
+// Models by name (issue 16) against a local stand-in for the hub (tools/fixtures/fake-hub.js,
 // 127.0.0.1 only): pulls, resume with Range after a dropped connection or an abort, sha256
 // verification, the token kept from the CDN, offline use, the lock between processes, and the
 // messages of 401/403/404. Nothing here reaches the internet.
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { listModels, loadModel, planModel, pullModel, removeModel } from '../../dist/index.js';
-import { fileDigest, startFakeHub } from '../fixtures/fake-hub.js';
+import { fileDigest, startFakeHub } from '../../tools/fixtures/fake-hub.js';
 import { makeFixtures, root } from '../helpers.js';
 
 const run = promisify(execFile);

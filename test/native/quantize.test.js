@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { quantize, QUANTIZE_TYPES } from '../../dist/index.js';
 import { oracleDir } from '../helpers.js';
-import { writeTinyLlama } from '../fixtures/models.js';
+import { writeTinyLlama } from '../../tools/fixtures/models.js';
 
 const run = promisify(execFile);
 const LLAMA_QUANTIZE = join(oracleDir, 'llama-quantize');

@@ -12,9 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadModel, planModel, pullModel } from '../../dist/index.js';
-import { tinyBlip2, writeTorchZip } from '../fixtures/checkpoints.js';
+import { tinyBlip2, writeTorchZip } from '../../tools/fixtures/checkpoints.js';
 import { startCliHub } from '../fixtures/cli-hub.js';
-import { sentencePieceMissing, trainTokenizer, writeLlamaHf } from '../fixtures/llama-hf.js';
+import { sentencePieceMissing, trainTokenizer, writeLlamaHf } from '../../tools/fixtures/llama-hf.js';
 import { collect, root, testPixels } from '../helpers.js';
 
 const NO_SPM = sentencePieceMissing();

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { Template } from '@huggingface/jinja';
 import { loadModel } from '../../dist/index.js';
 import { renderChat, TEMPLATE_LIMITS } from '../../dist/template.js';
-import { CHATML_TEMPLATE } from '../fixtures/models.js';
+import { CHATML_TEMPLATE } from '../../tools/fixtures/models.js';
 import { makeFixtures, maxEventLoopLag, root } from '../helpers.js';
 
 const run = promisify(execFile);

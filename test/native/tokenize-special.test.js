@@ -11,9 +11,9 @@ import { promisify } from 'node:util';
 import { loadModel } from '../../dist/index.js';
 import { kv } from '../../dist/gguf/write.js';
 import { binding } from '../../dist/native/binding.js';
-import { writeTinyLlama } from '../fixtures/models.js';
-import { makeRng } from '../fixtures/prng.js';
-import { buildSpmVocab, TOKEN_TYPE } from '../fixtures/vocab.js';
+import { writeTinyLlama } from '../../tools/fixtures/models.js';
+import { makeRng } from '../../tools/fixtures/prng.js';
+import { buildSpmVocab, TOKEN_TYPE } from '../../tools/fixtures/vocab.js';
 import { oracles, oraclesBuilt } from '../helpers.js';
 
 const run = promisify(execFile);

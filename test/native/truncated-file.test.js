@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { readGgufHeader } from '../../dist/gguf/read.js';
 import { checkLoadedFiles, requiredFileSize } from '../../dist/load-plan/loaded-files-check.js';
-import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
+import { writeTinyLlama, writeTinyMmproj } from '../../tools/fixtures/models.js';
 import { root } from '../helpers.js';
 
 let dir, good, mmproj;

@@ -1,5 +1,5 @@
 // The LLaMA/Vicuna converter against llama.cpp's own convert_hf_to_gguf.py (same llama.cpp
-// tree, run through the shims in test/fixtures/llama-convert-shim): for tiny random HF
+// tree, run through the shims in tools/fixtures/llama-convert-shim): for tiny random HF
 // folders (safetensors and torch .bin, single and sharded, GQA and not, f16/bf16/f32
 // weights, with and without the tokenizer JSON files) our GGUF must equal the script's byte
 // for byte, which covers every key-value pair (names, types, values, order), every tensor
@@ -17,7 +17,7 @@ import { parseSentencePiece } from '../../dist/convert/sentencepiece.js';
 import { modelIdComponents, sizeLabel } from '../../dist/convert/llama-metadata.js';
 import { f32ToF16Numpy, f32ToBf16, permuteRows } from '../../dist/convert/llama-tensors.js';
 import { readGgufHeader } from '../../dist/gguf/read.js';
-import { hasTorch, oracleConvert, oracleMissing, sentencePieceMissing, trainTokenizer, writeLlamaHf } from '../fixtures/llama-hf.js';
+import { hasTorch, oracleConvert, oracleMissing, sentencePieceMissing, trainTokenizer, writeLlamaHf } from '../../tools/fixtures/llama-hf.js';
 
 const NO_SPM = sentencePieceMissing();
 const NO_ORACLE = oracleMissing();

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { readGgufHeader } from '../../dist/gguf/read.js';
 import { GgmlType, GgufValueType, getArray, getBool, getString, getU32 } from '../../dist/gguf/types.js';
 import { checkMmprojHeader, checkTextModelHeader } from '../../dist/load-plan/projector-check.js';
-import { CHATML_TEMPLATE, writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
+import { CHATML_TEMPLATE, writeTinyLlama, writeTinyMmproj } from '../../tools/fixtures/models.js';
 import { greedy, loadReferenceLlama } from '../fixtures/reference-llama.js';
 
 const ORACLES = fileURLToPath(new URL('../../build/oracles/', import.meta.url));

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fitGpuLayers } from '../../dist/load-plan/gpu-fit.js';
 import { readGgufHeader } from '../../dist/gguf/read.js';
-import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
+import { writeTinyLlama, writeTinyMmproj } from '../../tools/fixtures/models.js';
 
 const MIB = 1024 * 1024;
 const CTX = 512;

@@ -9,7 +9,7 @@ import { readGgufHeader } from '../../dist/gguf/read.js';
 import { GgufValueType } from '../../dist/gguf/types.js';
 import { kv } from '../../dist/gguf/write.js';
 import { checkMmprojHeader, checkTextModelHeader } from '../../dist/load-plan/projector-check.js';
-import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
+import { writeTinyLlama, writeTinyMmproj } from '../../tools/fixtures/models.js';
 
 let dir;
 let llama; // header of the tiny text model

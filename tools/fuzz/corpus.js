@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { writeTinyBlip2 } from '../fixtures/blip2.js';
 import { writeTinyLlama, writeTinyMmproj } from '../fixtures/models.js';
-import { testPixels } from '../helpers.js';
+import { testPixels } from '../fixtures/pixels.js';
 
 /** What each fuzz kind mutates, and whether its bases are GGUF (so field edits apply). */
 export const KINDS = {

@@ -1,6 +1,6 @@
 // Seeded mutations of the fuzz corpus. A mutation is a *recipe*: a base file name and a list
 // of byte-level operations with every parameter written out, so a crashing input can be kept
-// as a few lines of JSON (test/fuzz/regressions.json) and rebuilt exactly from the corpus,
+// as a few lines of JSON (tools/fuzz/regressions.json) and rebuilt exactly from the corpus,
 // which is itself regenerated from seeds at test time; no binary fixture is committed.
 
 import { makeRng } from '../fixtures/prng.js';

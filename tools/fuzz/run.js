@@ -1,4 +1,4 @@
-// Runs fuzz cases through a child process (test/fuzz/worker.js), many per child for speed,
+// Runs fuzz cases through a child process (tools/fuzz/worker.js), many per child for speed,
 // one in flight at a time so that a crash is blamed on exactly the input that caused it; after
 // a crash or a hang the child is replaced and the run goes on with the next input.
 

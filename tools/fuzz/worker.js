@@ -4,7 +4,7 @@
 // child. Protocol: one JSON line per case on stdin ({ id, kind, file }); one line per answer
 // on stdout, prefixed so llama.cpp's own output cannot be mistaken for it.
 //
-// Usage: node test/fuzz/worker.js '{"llm": path, "mmproj": path, "blip2": path, "png": path}'
+// Usage: node tools/fuzz/worker.js '{"llm": path, "mmproj": path, "blip2": path, "png": path}'
 
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
