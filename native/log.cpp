@@ -7,8 +7,7 @@
 
 #include "ggml.h"
 #include "llama.h"
-#include "mtmd-helper.h"
-#include "mtmd.h"
+#include "mtmd_projector.h"
 
 namespace minigpt {
 namespace {
@@ -67,8 +66,7 @@ void InstallLogSink() {
   static std::once_flag once;
   std::call_once(once, [] {
     llama_log_set(Sink, nullptr);
-    mtmd_log_set(Sink, nullptr);
-    mtmd_helper_log_set(Sink, nullptr);
+    SetMtmdLogSink(Sink, nullptr);
   });
 }
 

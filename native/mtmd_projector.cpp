@@ -13,16 +13,12 @@
 namespace minigpt {
 namespace {
 
-struct MtmdContextFree { void operator()(mtmd_context* c) const { mtmd_free(c); } };
-struct MtmdBitmapFree { void operator()(mtmd_bitmap* b) const { mtmd_bitmap_free(b); } };
-struct MtmdChunksFree { void operator()(mtmd_input_chunks* c) const { mtmd_input_chunks_free(c); } };
-struct MtmdChunkFree { void operator()(mtmd_input_chunk* c) const { mtmd_input_chunk_free(c); } };
 
 // Shared by the projector and every block it made, so a block outlives a disposed model.
 struct MtmdState {
   std::shared_ptr<llama_model> text_model;  // mtmd_context points into it
   EncodeAbort abort;  // handed to ctx as its cb_eval, so declared (and freed) around it
-  std::unique_ptr<mtmd_context, MtmdContextFree> ctx;
+  mtmd::context_ptr ctx;  // libmtmd's own owners (mtmd.h), not ours
   std::mutex encode_mu;  // mtmd_encode_chunk and its output buffer are not thread-safe
   std::string type;
   int32_t n_embd = 0;
@@ -114,7 +110,7 @@ class MtmdBlock : public EmbeddingBlock {
   }
 
   std::shared_ptr<MtmdState> state_;
-  std::unique_ptr<mtmd_input_chunk, MtmdChunkFree> chunk_;
+  mtmd::input_chunk_ptr chunk_;
 };
 
 class MtmdProjector : public Projector {
@@ -124,12 +120,12 @@ class MtmdProjector : public Projector {
   std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height,
                                              const std::atomic<bool>* abort) override {
     LogErrorScope log;
-    std::unique_ptr<mtmd_bitmap, MtmdBitmapFree> bitmap(mtmd_bitmap_init(width, height, rgb));
+    mtmd::bitmap_ptr bitmap(mtmd_bitmap_init(width, height, rgb));
     if (!bitmap) throw NativeError("ERR_IMAGE_PREPROCESS", "could not make a bitmap from the image" + log.Suffix());
 
     // Tokenizing the marker alone yields the image's chunks plus any text the model wraps
     // around images (e.g. <start_of_image>), which belongs to the image wherever it is used.
-    std::unique_ptr<mtmd_input_chunks, MtmdChunksFree> chunks(mtmd_input_chunks_init());
+    mtmd::input_chunks_ptr chunks(mtmd_input_chunks_init());
     mtmd_input_text text{mtmd_default_marker(), std::strlen(mtmd_default_marker()), false, true};
     const mtmd_bitmap* bitmaps[] = {bitmap.get()};
     int32_t rc = mtmd_tokenize(state_->ctx.get(), chunks.get(), &text, bitmaps, 1);
@@ -213,6 +209,11 @@ std::shared_ptr<Projector> LoadMtmdProjector(const std::string& path, std::share
   state->n_embd = llama_model_n_embd_inp(text_model.get());
   state->type = "mtmd";
   return std::make_shared<MtmdProjector>(std::move(state));
+}
+
+void SetMtmdLogSink(ggml_log_callback sink, void* user_data) {
+  mtmd_log_set(sink, user_data);
+  mtmd_helper_log_set(sink, user_data);
 }
 
 }  // namespace minigpt

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 
+#include "ggml.h"
 #include "projector.h"
 
 struct llama_model;
@@ -23,5 +24,9 @@ struct MtmdOptions {
 // ERR_PROJECTOR_LOAD with libmtmd's logged reason.
 std::shared_ptr<Projector> LoadMtmdProjector(const std::string& path, std::shared_ptr<llama_model> text_model,
                                              const MtmdOptions& options);
+
+// Routes libmtmd's and its helper's logs to `sink` (log.cpp's), which keeps the last error for
+// the messages of our typed errors.
+void SetMtmdLogSink(ggml_log_callback sink, void* user_data);
 
 }  // namespace minigpt
