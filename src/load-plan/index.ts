@@ -6,14 +6,13 @@
  * 32000-token vocabulary, over five 60 Hz frames).
  */
 import { Worker } from 'node:worker_threads';
-import { AbortedError, MinigptError, ModelLoadError, type ErrorCode } from '../errors.js';
+import { AbortedError, ModelLoadError, errorFromCode } from '../errors.js';
 import type { LoadPlan, PlanInput } from './plan.js';
 
 export { checkLoadedFiles } from './loaded-files-check.js';
 export { checkFile, checkTextModelFile, type LoadPlan, type PlanInput, type PlannedFile } from './plan.js';
 
 const workerUrl = new URL('./worker.js', import.meta.url);
-const LOAD_CODES = new Set(['ERR_MODEL_LOAD', 'ERR_PROJECTOR_LOAD', 'ERR_PROJECTOR_MISMATCH']);
 
 /** planLoad (plan.ts) on a thread of its own; rejects with the same typed errors it would throw. */
 export function planLoadOffThread(input: PlanInput, signal?: AbortSignal): Promise<LoadPlan> {
@@ -37,9 +36,8 @@ export function planLoadOffThread(input: PlanInput, signal?: AbortSignal): Promi
         if (message.plan) resolve(message.plan);
         else {
           const { code, message: text } = message.error!;
-          if (code && LOAD_CODES.has(code)) reject(new ModelLoadError(code as 'ERR_MODEL_LOAD', text));
-          else if (code) reject(new MinigptError(code as ErrorCode, text));
-          else reject(new ModelLoadError('ERR_MODEL_LOAD', `Checking the model files failed: ${text}`));
+          // The same error as the thread threw, typed by the one code-to-class table.
+          reject(code ? errorFromCode(code, text) : new ModelLoadError('ERR_MODEL_LOAD', `Checking the model files failed: ${text}`));
         }
       });
     });

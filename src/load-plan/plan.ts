@@ -106,7 +106,7 @@ export async function planLoad(input: PlanInput): Promise<LoadPlan> {
     projectorType: blip2 ? 'blip2' : projectorHeader ? (getString(projectorHeader, 'clip.projector_type') ?? null) : null,
     promptTemplate: blip2 ? (getString(projectorHeader!, 'blip2.prompt_template') ?? null) : null,
     resizeTo: blip2 ? getNumber(projectorHeader!, 'blip2.vision.image_size') : undefined,
-    hasChatTemplate: getString(header, 'tokenizer.chat_template') !== undefined && getString(header, 'tokenizer.chat_template') !== '',
+    hasChatTemplate: Boolean(getString(header, 'tokenizer.chat_template')),
     gpuLayers,
     files,
   };

@@ -53,7 +53,7 @@ export interface CloseOptions {
   timeoutMs?: number;
 }
 
-type Ready = { model: Model; slots: SlotPool; images: EmbeddingCache | undefined; modelName: string; vision: boolean; contextSize: number };
+type Ready = { model: Model; slots: SlotPool; images: EmbeddingCache | undefined; modelName: string };
 
 /**
  * The server of {@link createServer}: `listen()` on a port, or mount `handler` yourself.
@@ -72,6 +72,7 @@ export class MinigptServer {
   #running = new Set<Promise<void>>();
   #cancels = new Set<AbortController>();
   #closing: Promise<void> | undefined;
+  #imagePolicy: RemoteImagePolicy;
 
   /** @internal */
   constructor(model: Model | Promise<Model>, options: ServerOptions) {
@@ -89,6 +90,7 @@ export class MinigptServer {
       ui: optBoolean(o, 'ui', true),
       modelName: optString(o, 'modelName'),
     };
+    this.#imagePolicy = { ...DEFAULT_IMAGE_POLICY, allowRemote: this.#options.allowRemoteImages, allowPrivate: this.#options.allowPrivateImages, maxBytes: this.#options.maxBody };
     if (this.#options.apiKey === '') throw new InvalidArgumentError('apiKey is empty; leave it out for a server without a key, or give a real key');
     this.#loading = Promise.resolve(model).then(
       (m) => {
@@ -104,9 +106,7 @@ export class MinigptServer {
   #prepare(model: Model): Ready {
     const info = model.info;
     const parallel = this.#options.parallel ?? model.defaults.parallelSessions;
-    const sessionOptions = { contextSize: this.#options.contextSize, threads: this.#options.threads };
-    for (const key of Object.keys(sessionOptions) as Array<keyof typeof sessionOptions>) if (sessionOptions[key] === undefined) delete sessionOptions[key];
-    const slots = new SlotPool(model, parallel, this.#options.queue, sessionOptions);
+    const slots = new SlotPool(model, parallel, this.#options.queue, { contextSize: this.#options.contextSize, threads: this.#options.threads });
     slots.onChange = (busy, waiting) => {
       this.#metrics.setSlots(busy, slots.size);
       this.#metrics.setQueueDepth(waiting);
@@ -114,7 +114,7 @@ export class MinigptServer {
     this.#metrics.setSlots(0, slots.size);
     const images = info.hasVision ? new EmbeddingCache(model, this.#options.imageCache) : undefined;
     const modelName = this.#options.modelName ?? basename(info.modelPath).replace(/\.gguf$/i, '');
-    return { model, slots, images, modelName, vision: info.hasVision, contextSize: slots.contextSize };
+    return { model, slots, images, modelName };
   }
 
   /** Resolves when the model is loaded and the server answers requests (rejects if loading failed). */
@@ -178,7 +178,7 @@ export class MinigptServer {
       // The server closing cuts a running answer as the client leaving would.
       cancel.signal.addEventListener('abort', () => res.destroy(), { once: true });
       try {
-        await handleChat(req, res, { slots: ready.slots, images: ready.images, imagePolicy: this.#imagePolicy(), metrics: this.#metrics, maxBody: this.#options.maxBody, modelName: ready.modelName });
+        await handleChat(req, res, { slots: ready.slots, images: ready.images, imagePolicy: this.#imagePolicy, metrics: this.#metrics, maxBody: this.#options.maxBody, modelName: ready.modelName });
       } finally {
         this.#cancels.delete(cancel);
       }
@@ -200,13 +200,10 @@ export class MinigptServer {
       created: 0,
       owned_by: 'minigpt-node',
       // Not in OpenAI's schema: what a client needs to know before sending an image.
-      meta: { vision: ready.vision, modalities: ready.vision ? ['text', 'image'] : ['text'], context_length: ready.contextSize, parameters: info.parameters, projector: info.projectorType },
+      meta: { vision: info.hasVision, modalities: info.hasVision ? ['text', 'image'] : ['text'], context_length: ready.slots.contextSize, parameters: info.parameters, projector: info.projectorType },
     };
   }
 
-  #imagePolicy(): RemoteImagePolicy {
-    return { ...DEFAULT_IMAGE_POLICY, allowRemote: this.#options.allowRemoteImages, allowPrivate: this.#options.allowPrivateImages, maxBytes: this.#options.maxBody };
-  }
 
   /**
    * Listens on `host:port` (default 127.0.0.1 and 8080; port 0 picks a free one). Binding

@@ -159,7 +159,6 @@ export function parseChatRequest(body: unknown): ChatRequest {
   };
   // A seed is any integer for OpenAI; the sampler takes 32 bits.
   if (sampling.seed !== undefined) sampling.seed = ((sampling.seed % 0xffffffff) + 0xffffffff) % 0xffffffff;
-  for (const key of Object.keys(sampling) as Array<keyof typeof sampling>) if (sampling[key] === undefined) delete sampling[key];
   return {
     messages,
     stream,

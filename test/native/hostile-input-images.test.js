@@ -15,6 +15,7 @@ import { writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { rejectsWith } from '../assertions.js';
 import sharp from 'sharp';
 import { decodeImage, loadModel } from '../../dist/index.js';
 import { makeRng } from '../../tools/fixtures/prng.js';
@@ -30,15 +31,6 @@ after(async () => {
   await model?.dispose();
   await fx?.cleanup();
 });
-
-/** Asserts that `promise` rejects with a MinigptError of `code` whose message matches `pattern`. */
-const rejectsWith = (promise, code, pattern, label = '') =>
-  assert.rejects(promise, (err) => {
-    assert.equal(err.code, code, `${label}: ${err.message}`);
-    assert.equal(typeof err.message, 'string');
-    if (pattern) assert.match(err.message, pattern, label);
-    return true;
-  });
 
 const greedy = (maxTokens) => ({ temperature: 0, maxTokens });
 let n = 0;

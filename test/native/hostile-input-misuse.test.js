@@ -14,6 +14,7 @@
 // | dispose during a stream, iterator closed       | test/native/session.test.js   | dispose during a stream stops it; use after dispose ...
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { rejectsWith } from '../assertions.js';
 import { loadModel } from '../../dist/index.js';
 import { collect, makeFixtures, testPixels } from '../helpers.js';
 
@@ -26,15 +27,6 @@ after(async () => {
   await model?.dispose();
   await fx?.cleanup();
 });
-
-/** Asserts that `promise` rejects with a MinigptError of `code` whose message matches `pattern`. */
-const rejectsWith = (promise, code, pattern, label = '') =>
-  assert.rejects(promise, (err) => {
-    assert.equal(err.code, code, `${label}: ${err.message}`);
-    assert.equal(typeof err.message, 'string');
-    if (pattern) assert.match(err.message, pattern, label);
-    return true;
-  });
 
 const greedy = (maxTokens) => ({ temperature: 0, maxTokens });
 

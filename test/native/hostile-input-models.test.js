@@ -20,6 +20,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { rejectsWith } from '../assertions.js';
 import { kv } from '../../dist/gguf/write.js';
 import { loadModel } from '../../dist/index.js';
 import { writeTinyBlip2 } from '../../tools/fixtures/blip2.js';
@@ -36,15 +37,6 @@ after(async () => {
   await model?.dispose();
   await fx?.cleanup();
 });
-
-/** Asserts that `promise` rejects with a MinigptError of `code` whose message matches `pattern`. */
-const rejectsWith = (promise, code, pattern, label = '') =>
-  assert.rejects(promise, (err) => {
-    assert.equal(err.code, code, `${label}: ${err.message}`);
-    assert.equal(typeof err.message, 'string');
-    if (pattern) assert.match(err.message, pattern, label);
-    return true;
-  });
 
 const greedy = (maxTokens) => ({ temperature: 0, maxTokens });
 let n = 0;

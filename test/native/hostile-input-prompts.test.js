@@ -18,6 +18,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { rejectsWith } from '../assertions.js';
 import { promisify } from 'node:util';
 import { loadModel } from '../../dist/index.js';
 import { collect, makeFixtures, root, testPixels } from '../helpers.js';
@@ -31,15 +32,6 @@ after(async () => {
   await model?.dispose();
   await fx?.cleanup();
 });
-
-/** Asserts that `promise` rejects with a MinigptError of `code` whose message matches `pattern`. */
-const rejectsWith = (promise, code, pattern, label = '') =>
-  assert.rejects(promise, (err) => {
-    assert.equal(err.code, code, `${label}: ${err.message}`);
-    assert.equal(typeof err.message, 'string');
-    if (pattern) assert.match(err.message, pattern, label);
-    return true;
-  });
 
 const greedy = (maxTokens) => ({ temperature: 0, maxTokens });
 

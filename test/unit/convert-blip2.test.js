@@ -1,6 +1,7 @@
 // The BLIP-2 converter end to end: hyperparameter inference, refusals, options and the
 // `minigpt convert` CLI, with every conversion read back as GGUF.
 import { test, describe, before, after } from 'node:test';
+import { rejectsWith } from '../assertions.js';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -25,15 +26,6 @@ before(async () => { dir = await mkdtemp(join(tmpdir(), 'minigpt-convert-')); })
 after(async () => { await rm(dir, { recursive: true, force: true }); });
 let counter = 0;
 const tmp = (name) => join(dir, `${counter++}-${name}`);
-
-/** Assert that `promise` rejects with a MinigptError of `code` whose message matches `re`. */
-async function rejectsWith(promise, code, re) {
-  await assert.rejects(promise, (err) => {
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (re) assert.match(err.message, re);
-    return true;
-  });
-}
 
 const f16round = (x) => f16ToF32(f32ToF16(x));
 

@@ -1,6 +1,7 @@
 // The BLIP-2 converter's checkpoint readers: safetensors (single and sharded), torch.save
 // zips written in JS and by PyTorch, and the data-only unpickler.
 import { test, describe, before, after } from 'node:test';
+import { rejectsWith } from '../assertions.js';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,15 +20,6 @@ before(async () => { dir = await mkdtemp(join(tmpdir(), 'minigpt-convert-')); })
 after(async () => { await rm(dir, { recursive: true, force: true }); });
 let counter = 0;
 const tmp = (name) => join(dir, `${counter++}-${name}`);
-
-/** Assert that `promise` rejects with a MinigptError of `code` whose message matches `re`. */
-async function rejectsWith(promise, code, re) {
-  await assert.rejects(promise, (err) => {
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (re) assert.match(err.message, re);
-    return true;
-  });
-}
 
 const f16round = (x) => f16ToF32(f32ToF16(x));
 const bf16round = (x) => { const f = new Float32Array([x]); const u = new Uint32Array(f.buffer); u[0] = toBf16(u[0]) << 16; return f[0]; };
