@@ -1,8 +1,15 @@
-// One computation at a time on a model's CPU threads, in the order they asked. ggml's CPU thread
-// pools spin while they wait for work, so two graphs computing at once on the same cores (an
-// image encode beside the sessions' decode steps, a prompt beside another pool's batch) slow
-// each other down many times over: measured with 4 server clients, the gap between two tokens
-// of one answer reached 1.3 s while another request's image was encoded beside it.
+// One computation at a time on a model's CPU threads. ggml's CPU thread pools spin while they
+// wait for work, so two graphs computing at once on the same cores (an image encode beside the
+// sessions' decode steps, a prompt beside another pool's batch) slow each other down many times
+// over: measured with 4 server clients, the gap between two tokens of one answer reached 1.3 s
+// while another request's image was encoded beside it.
+//
+// Image encodes and prompts go first, in the order they asked; batches of decode steps take the
+// turns nobody else is waiting for. Requests that arrive together (a server's clients whose
+// answers ended at the same step) then encode and evaluate before any of them generates, and
+// generate together in full batches, as llama-server's loop does; a running answer pauses only
+// for work that asked while it ran. Decode steps cannot wait forever: encodes and prompts come
+// from callers that wait for their own answers.
 #pragma once
 
 #include <condition_variable>
@@ -13,18 +20,25 @@ namespace minigpt {
 
 class ComputeTurns {
  public:
+  enum class Kind { kWork, kDecodeSteps };
+
   // Holds the turn from construction to destruction; waits for the earlier ones first.
   class Turn {
    public:
-    explicit Turn(ComputeTurns& turns) : turns_(turns) {
+    explicit Turn(ComputeTurns& turns, Kind kind = Kind::kWork) : turns_(turns) {
       std::unique_lock<std::mutex> lock(turns_.mu_);
-      const uint64_t mine = turns_.next_++;
-      turns_.cv_.wait(lock, [&] { return turns_.serving_ == mine; });
+      Queue& mine = kind == Kind::kWork ? turns_.work_ : turns_.steps_;
+      const uint64_t ticket = mine.next++;
+      turns_.cv_.wait(lock, [&] {
+        return !turns_.busy_ && mine.serving == ticket && (kind == Kind::kWork || turns_.work_.waiting() == 0);
+      });
+      ++mine.serving;
+      turns_.busy_ = true;
     }
     ~Turn() {
       {
         std::lock_guard<std::mutex> lock(turns_.mu_);
-        ++turns_.serving_;
+        turns_.busy_ = false;
       }
       turns_.cv_.notify_all();
     }
@@ -36,10 +50,16 @@ class ComputeTurns {
   };
 
  private:
+  struct Queue {
+    uint64_t next = 0;     // the ticket the next caller gets
+    uint64_t serving = 0;  // the ticket whose turn is next
+    uint64_t waiting() const { return next - serving; }
+  };
   std::mutex mu_;
   std::condition_variable cv_;
-  uint64_t next_ = 0;     // the ticket the next caller gets
-  uint64_t serving_ = 0;  // the ticket whose turn it is
+  bool busy_ = false;
+  Queue work_;
+  Queue steps_;
 };
 
 }  // namespace minigpt

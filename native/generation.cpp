@@ -112,17 +112,17 @@ void GenerationCore::Run() {
     TokenSampler sampler(request.sampling, vocab);
     llama_token token = -1;  // the first generated token, sampled right after the prompt
     uint32_t n_ctx = 0;
-    // The prompt goes in one batch-sized piece at a time, each with the context to itself; between
-    // pieces, the decode steps of the pool's other sessions get their turn.
-    size_t k = 0;
-    int32_t n_batch = 0;
+    // The whole prompt is evaluated in one turn with the context to itself, ahead of the decode
+    // steps of the pool's other sessions (ContextPool: prompts first), so that sessions started
+    // together generate together.
     {
       ContextPool::Exclusive ex(pool, &abort);
       llama_context* ctx = ex.ctx();
+      size_t k = 0;
       // llama.cpp rounds a context up to a multiple of 256; the session keeps to the size it asked for.
       n_ctx = pool.n_ctx_seq();
       if (s.options.context_size > 0) n_ctx = std::min(n_ctx, s.options.context_size);
-      n_batch = int32_t(llama_n_batch(ctx));
+      const int32_t n_batch = int32_t(llama_n_batch(ctx));
       if (uint64_t(total) >= n_ctx)
         throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +
                                                       std::to_string(n_ctx) + "; create the session with a larger contextSize or shorten the prompt");
@@ -139,43 +139,43 @@ void GenerationCore::Run() {
       s.history.resize(k);
       s.n_past = pos;
       committed = pos;
-      std::lock_guard<std::mutex> lock(s.stats_mu);
-      s.stats.prompt_tokens = uint64_t(total);
-      s.stats.reused_tokens = uint64_t(pos);
-      s.stats.evaluated_tokens = uint64_t(total - pos);
-      s.stats.generated_tokens = 0;
-      s.stats.total_evaluated += uint64_t(total - pos);
-    }
-
-    BatchOwner batch(n_batch);
-    for (size_t i = k; i < items.size();) {
-      if (abort.load()) throw Aborted();
-      ContextPool::Exclusive ex(pool, &abort);
-      llama_context* ctx = ex.ctx();
-      if (items[i].block) {
-        // A prompt may end with an image (a caption from the image alone): its last row then
-        // gives the logits that start the answer.
-        const bool last = i + 1 == items.size();
-        llama_pos next = s.n_past;
-        CheckDecode(items[i].block->Decode(ctx, s.n_past, seq, n_batch, last, &next), log, abort);
-        s.history.push_back(items[i]);
-        s.n_past = next;
-        committed = next;
-        ++i;
-        if (last && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
-        continue;
+      {
+        std::lock_guard<std::mutex> lock(s.stats_mu);
+        s.stats.prompt_tokens = uint64_t(total);
+        s.stats.reused_tokens = uint64_t(pos);
+        s.stats.evaluated_tokens = uint64_t(total - pos);
+        s.stats.generated_tokens = 0;
+        s.stats.total_evaluated += uint64_t(total - pos);
       }
-      batch.Clear();
-      size_t j = i;
-      for (; j < items.size() && !items[j].block && batch.batch.n_tokens < n_batch; ++j)
-        batch.Add(items[j].token, s.n_past + llama_pos(j - i), seq, j + 1 == items.size());
-      CheckDecode(llama_decode(ctx, batch.batch), log, abort);
-      s.history.insert(s.history.end(), items.begin() + long(i), items.begin() + long(j));
-      s.n_past += llama_pos(j - i);
-      committed = s.n_past;
-      i = j;
-      // The logits are this session's only while it holds the context.
-      if (i == items.size() && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
+
+      BatchOwner batch(n_batch);
+      for (size_t i = k; i < items.size();) {
+        if (abort.load()) throw Aborted();
+        if (items[i].block) {
+          // A prompt may end with an image (a caption from the image alone): its last row then
+          // gives the logits that start the answer.
+          const bool last = i + 1 == items.size();
+          llama_pos next = s.n_past;
+          CheckDecode(items[i].block->Decode(ctx, s.n_past, seq, n_batch, last, &next), log, abort);
+          s.history.push_back(items[i]);
+          s.n_past = next;
+          committed = next;
+          ++i;
+          if (last && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
+          continue;
+        }
+        batch.Clear();
+        size_t j = i;
+        for (; j < items.size() && !items[j].block && batch.batch.n_tokens < n_batch; ++j)
+          batch.Add(items[j].token, s.n_past + llama_pos(j - i), seq, j + 1 == items.size());
+        CheckDecode(llama_decode(ctx, batch.batch), log, abort);
+        s.history.insert(s.history.end(), items.begin() + long(i), items.begin() + long(j));
+        s.n_past += llama_pos(j - i);
+        committed = s.n_past;
+        i = j;
+        // The logits are this session's only while it holds the context.
+        if (i == items.size() && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
+      }
     }
     {
       std::lock_guard<std::mutex> lock(s.stats_mu);
@@ -189,6 +189,8 @@ void GenerationCore::Run() {
     std::optional<Piece> held;
     uint32_t generated = 0;
     std::string reason;
+    // Ends with the loop: Conclude below may drop the last owner of the pool.
+    std::optional<ContextPool::Generating> generating(std::in_place, pool);
     for (;;) {
       if (abort.load()) { reason = "abort"; break; }
       if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
@@ -225,6 +227,7 @@ void GenerationCore::Run() {
         s.stats_n_past = s.n_past;
       }
     }
+    generating.reset();
     if (held) {
       held->text += "\xEF\xBF\xBD";  // U+FFFD for the bytes of a character the stream ended inside
       Push(std::move(*held));

@@ -1,7 +1,7 @@
 /**
  * @internal
- * POST /v1/chat/completions: the request read and checked, its images read and encoded (once
- * per distinct image), a slot taken, the answer streamed as SSE or sent whole. A client that
+ * POST /v1/chat/completions: the request read and checked, its images read, a slot taken, the
+ * images encoded (once per distinct image), the answer streamed as SSE or sent whole. A client that
  * goes away stops its generation within a token and frees its slot.
  */
 import { createHash } from 'node:crypto';
@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ImageEmbedding } from '../embedding.js';
 import type { ChatMessage, FinishReason } from '../session.js';
 import { readJsonBody, sendJson } from './http-io.js';
-import { readImageUrl, type EmbeddingCache, type EmbeddingLease, type RemoteImagePolicy } from './images.js';
+import { imageHash, readImageUrl, type EmbeddingCache, type EmbeddingLease, type HashedImage, type RemoteImagePolicy } from './images.js';
 import type { ServerMetrics } from './metrics.js';
 import { Completion, HttpError, openaiFinishReason, parseChatRequest, toHttpError, usageOf, type ChatRequest } from './openai.js';
 import type { SlotPool } from './slots.js';
@@ -30,47 +30,63 @@ function fingerprint(role: string, parts: Array<{ text: string } | { hash: strin
   return h.digest('base64url');
 }
 
+/** A request's conversation with its images read and identified, not yet encoded. */
 interface PreparedConversation {
-  messages: ChatMessage[];
+  messages: Array<{ role: ChatMessage['role']; content: Array<string | HashedImage> }>;
   fingerprints: string[];
-  leases: EmbeddingLease[];
 }
 
 async function prepare(request: ChatRequest, ctx: ChatContext, signal: AbortSignal): Promise<PreparedConversation> {
-  const leases: EmbeddingLease[] = [];
-  try {
-    const messages: ChatMessage[] = [];
-    const fingerprints: string[] = [];
-    for (const m of request.messages) {
-      const content: Array<string | ImageEmbedding> = [];
-      const identity: Array<{ text: string } | { hash: string }> = [];
-      for (const part of m.parts) {
-        if ('text' in part) {
-          content.push(part.text);
-          identity.push({ text: part.text });
-          continue;
-        }
-        if (!ctx.images) throw new HttpError(400, 'This model was loaded without a projector, so it takes no images; send text only', 'invalid_request_error', 'images_not_supported', part.param);
-        let bytes: Buffer;
-        try {
-          bytes = await readImageUrl(part.imageUrl, ctx.imagePolicy, signal);
-        } catch (err) {
-          const http = toHttpError(err);
-          throw new HttpError(http.status, `${part.param}: ${http.message}`, http.type, http.code, part.param);
-        }
-        const lease = await ctx.images.acquire(bytes, signal);
+  const messages: PreparedConversation['messages'] = [];
+  const fingerprints: string[] = [];
+  for (const m of request.messages) {
+    const content: Array<string | HashedImage> = [];
+    const identity: Array<{ text: string } | { hash: string }> = [];
+    for (const part of m.parts) {
+      if ('text' in part) {
+        content.push(part.text);
+        identity.push({ text: part.text });
+        continue;
+      }
+      if (!ctx.images) throw new HttpError(400, 'This model was loaded without a projector, so it takes no images; send text only', 'invalid_request_error', 'images_not_supported', part.param);
+      let bytes: Buffer;
+      try {
+        bytes = await readImageUrl(part.imageUrl, ctx.imagePolicy, signal);
+      } catch (err) {
+        const http = toHttpError(err);
+        throw new HttpError(http.status, `${part.param}: ${http.message}`, http.type, http.code, part.param);
+      }
+      const image = { bytes, hash: await imageHash(bytes) };
+      content.push(image);
+      identity.push({ hash: image.hash });
+    }
+    messages.push({ role: m.role, content });
+    fingerprints.push(fingerprint(m.role, identity));
+  }
+  return { messages, fingerprints };
+}
+
+/**
+ * The conversation's images encoded (or taken from the cache). Done once the request has its
+ * slot, not on arrival: an encode is a computation on the model's threads, and made while other
+ * slots generate it would pause their answers (requests that got their slots together encode,
+ * evaluate and then generate together).
+ */
+async function encodeImages(prepared: PreparedConversation, images: EmbeddingCache | undefined, leases: EmbeddingLease[], signal: AbortSignal): Promise<ChatMessage[]> {
+  const messages: ChatMessage[] = [];
+  for (const m of prepared.messages) {
+    const content: Array<string | ImageEmbedding> = [];
+    for (const part of m.content) {
+      if (typeof part === 'string') content.push(part);
+      else {
+        const lease = await images!.acquire(part, signal);  // prepare() refused images without a cache
         leases.push(lease);
         content.push(lease.embedding);
-        identity.push({ hash: lease.hash });
       }
-      messages.push({ role: m.role, content });
-      fingerprints.push(fingerprint(m.role, identity));
     }
-    return { messages, fingerprints, leases };
-  } catch (err) {
-    for (const lease of leases) lease.release();
-    throw err;
+    messages.push({ role: m.role, content });
   }
+  return messages;
 }
 
 /** Writes one SSE event; false when the client is gone. */
@@ -90,17 +106,24 @@ export async function handleChat(req: IncomingMessage, res: ServerResponse, ctx:
   };
   res.on('close', onGone);
   const started = performance.now();
-  let prepared: PreparedConversation | undefined;
+  const leases: EmbeddingLease[] = [];
   try {
-    prepared = await prepare(request, ctx, cancel.signal);
+    const prepared = await prepare(request, ctx, cancel.signal);
     const slot = await ctx.slots.acquire(prepared.fingerprints, cancel.signal);
+    let messages: ChatMessage[];
+    try {
+      messages = await encodeImages(prepared, ctx.images, leases, cancel.signal);
+    } catch (err) {
+      ctx.slots.release(slot, slot.conversation);  // nothing ran: the context holds what it held
+      throw err;
+    }
     const completion = new Completion(request.model ?? ctx.modelName);
     let answer = '';
     let finish: FinishReason = 'error';
     let firstAt: number | undefined;
     let lastAt = 0;
     try {
-      const stream = slot.session.chat(prepared.messages, { ...request.sampling, signal: cancel.signal });
+      const stream = slot.session.chat(messages, { ...request.sampling, signal: cancel.signal });
       if (request.stream) {
         res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
         sse(res, completion.chunk({ role: 'assistant', content: '' }));
@@ -147,6 +170,6 @@ export async function handleChat(req: IncomingMessage, res: ServerResponse, ctx:
     }
   } finally {
     res.off('close', onGone);
-    for (const lease of prepared?.leases ?? []) lease.release();
+    for (const lease of leases) lease.release();
   }
 }

@@ -17,6 +17,18 @@ export interface EmbeddingLease {
   release(): void;
 }
 
+/** Image bytes with the hex sha256 that identifies them (see {@link imageHash}). */
+export interface HashedImage {
+  bytes: Uint8Array;
+  hash: string;
+}
+
+/** The hex sha256 of image bytes, computed off the JS thread (it matters at 20 MB images). */
+export async function imageHash(bytes: Uint8Array): Promise<string> {
+  if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`Expected a Buffer or Uint8Array for the image bytes but received ${typeof bytes}`);
+  return Buffer.from(await webcrypto.subtle.digest('SHA-256', bytes)).toString('hex');
+}
+
 /** Counters for metrics. */
 export interface EmbeddingCacheStats {
   /** Acquires served without an encode of their own (cached, or sharing one in progress). */
@@ -81,18 +93,18 @@ export class EmbeddingCache {
   }
 
   /**
-   * The embedding of `bytes`, encoded now or taken from the cache.
-   * @param bytes Image file bytes (any format `Model.encodeImage` reads).
+   * The embedding of an image, encoded now or taken from the cache.
+   * @param image Image file bytes (any format `Model.encodeImage` reads), or the bytes with
+   *   their {@link imageHash} when the caller has it already.
    * @param signal Stops this caller's wait; an encode that others share goes on for them.
    * @throws ImageError from the encode (not cached: the next acquire tries again);
    *   AbortedError; DisposedError after `dispose()`.
    */
-  async acquire(bytes: Uint8Array, signal?: AbortSignal): Promise<EmbeddingLease> {
-    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError(`Expected a Buffer or Uint8Array for the image bytes but received ${typeof bytes}`);
+  async acquire(image: Uint8Array | HashedImage, signal?: AbortSignal): Promise<EmbeddingLease> {
     this.#throwIfDisposed();
     throwIfAborted(signal);
-    // Off the JS thread: webcrypto digests on the thread pool, which matters at 20 MB images.
-    const hash = Buffer.from(await webcrypto.subtle.digest('SHA-256', bytes)).toString('hex');
+    const bytes = image instanceof Uint8Array ? image : image?.bytes;
+    const hash = image instanceof Uint8Array || typeof image?.hash !== 'string' ? await imageHash(bytes) : image.hash;
     this.#throwIfDisposed();
     throwIfAborted(signal);
 

@@ -8,7 +8,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { defaultImageNet, fetchRemoteImage, type ImageNet } from './remote-image.js';
 
 export { isForbiddenAddress } from './forbidden-address.js';
-export { EmbeddingCache, type EmbeddingLease, type EmbeddingCacheStats } from './embedding-cache.js';
+export { EmbeddingCache, imageHash, type EmbeddingLease, type EmbeddingCacheStats, type HashedImage } from './embedding-cache.js';
 
 /** What {@link readImageUrl} may fetch. */
 export interface RemoteImagePolicy {
