@@ -15,7 +15,7 @@
 #include "log.h"
 #include "model.h"
 #include "quantize.h"
-#include "session.h"
+#include "session_binding.h"
 #include "worker.h"
 
 #ifndef MINIGPT_LLAMA_COMMIT

@@ -26,15 +26,6 @@ size_t CompleteUtf8Prefix(const std::string& s) {
   return n;
 }
 
-class Aborted {};
-
-void CheckDecode(int32_t rc, const LogErrorScope& log, const std::atomic<bool>& abort) {
-  if (rc == 0) return;
-  if (rc == 2 || abort.load()) throw Aborted();
-  if (rc == 1) throw NativeError("ERR_CONTEXT_OVERFLOW", "the context has no room left for this batch; use a larger contextSize" + log.Suffix());
-  throw NativeError("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + log.Suffix());
-}
-
 }  // namespace
 
 void GenerationCore::Push(Piece piece) {
@@ -77,110 +68,10 @@ void GenerationCore::Run() {
   SessionState& s = *session;
   std::unique_lock<std::mutex> session_lock(s.mu);
   LogErrorScope log;
-
-  llama_pos committed = -1;  // n_past known to match history, for recovery after a failed decode
-  // Cuts the sequence back to what `history` says it holds, after a failed or aborted decode.
-  auto restore = [&] {
-    if (!s.pool || committed < 0) return;  // failed before the sequence was touched
-    ContextPool::Exclusive ex(*s.pool, nullptr);
-    if (!llama_memory_seq_rm(llama_get_memory(ex.ctx()), s.seq, committed, -1)) s.Reset();
-  };
   try {
-    ContextPool& pool = s.Pool();
-    const llama_seq_id seq = s.seq;
     const llama_vocab* vocab = s.model->vocab;
-
-    std::vector<SequenceItem> items;
-    const int32_t n_embd_inp = llama_model_n_embd_inp(s.model->model.get());
-    for (const PromptPart& part : request.parts) {
-      if (part.image && part.image->n_embd != n_embd_inp)  // rows of the wrong width would be read past their end
-        throw NativeError("ERR_INVALID_ARGUMENT", "an image embedding of width " + std::to_string(part.image->n_embd) +
-                                                      " cannot go into a model of embedding size " + std::to_string(n_embd_inp));
-      if (part.image) {
-        for (const ImageSegment& seg : part.image->segments) {
-          for (llama_token t : seg.tokens) items.push_back({t, nullptr});
-          if (seg.block) items.push_back({-1, seg.block});
-        }
-      } else {
-        for (llama_token t : s.model->tokenizer->Tokenize(part.text, part.add_special, true, part.plain, &abort)) items.push_back({t, nullptr});
-      }
-    }
-    if (items.empty()) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt is empty");
-    llama_pos total = 0;
-    for (const auto& it : items) total += it.n_pos();
-
     TokenSampler sampler(request.sampling, vocab);
-    llama_token token = -1;  // the first generated token, sampled right after the prompt
-    uint32_t n_ctx = 0;
-    // The whole prompt is evaluated in one turn with the context to itself, ahead of the decode
-    // steps of the pool's other sessions (ContextPool: prompts first), so that sessions started
-    // together generate together.
-    {
-      ContextPool::Exclusive ex(pool, &abort);
-      llama_context* ctx = ex.ctx();
-      size_t k = 0;
-      // llama.cpp rounds a context up to a multiple of 256; the session keeps to the size it asked for.
-      n_ctx = pool.n_ctx_seq();
-      if (s.options.context_size > 0) n_ctx = std::min(n_ctx, s.options.context_size);
-      const int32_t n_batch = int32_t(llama_n_batch(ctx));
-      if (uint64_t(total) >= n_ctx)
-        throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +
-                                                      std::to_string(n_ctx) + "; create the session with a larger contextSize or shorten the prompt");
-      // Reuse the longest common prefix with what the sequence already holds.
-      llama_pos pos = 0;
-      while (k < items.size() && k < s.history.size() && items[k] == s.history[k]) pos += items[k++].n_pos();
-      if (k == items.size()) pos -= items[--k].n_pos();  // the last item must be evaluated again for fresh logits
-      llama_memory_t mem = llama_get_memory(ctx);
-      if (!llama_memory_seq_rm(mem, seq, pos, -1)) {  // e.g. recurrent models cannot cut their state
-        llama_memory_seq_rm(mem, seq, -1, -1);
-        k = 0;
-        pos = 0;
-      }
-      s.history.resize(k);
-      s.n_past = pos;
-      committed = pos;
-      {
-        std::lock_guard<std::mutex> lock(s.stats_mu);
-        s.stats.prompt_tokens = uint64_t(total);
-        s.stats.reused_tokens = uint64_t(pos);
-        s.stats.evaluated_tokens = uint64_t(total - pos);
-        s.stats.generated_tokens = 0;
-        s.stats.total_evaluated += uint64_t(total - pos);
-      }
-
-      BatchOwner batch(n_batch);
-      for (size_t i = k; i < items.size();) {
-        if (abort.load()) throw Aborted();
-        if (items[i].block) {
-          // A prompt may end with an image (a caption from the image alone): its last row then
-          // gives the logits that start the answer.
-          const bool last = i + 1 == items.size();
-          llama_pos next = s.n_past;
-          CheckDecode(items[i].block->Decode(ctx, s.n_past, seq, n_batch, last, &next), log, abort);
-          s.history.push_back(items[i]);
-          s.n_past = next;
-          committed = next;
-          ++i;
-          if (last && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
-          continue;
-        }
-        batch.Clear();
-        size_t j = i;
-        for (; j < items.size() && !items[j].block && batch.batch.n_tokens < n_batch; ++j)
-          batch.Add(items[j].token, s.n_past + llama_pos(j - i), seq, j + 1 == items.size());
-        CheckDecode(llama_decode(ctx, batch.batch), log, abort);
-        s.history.insert(s.history.end(), items.begin() + long(i), items.begin() + long(j));
-        s.n_past += llama_pos(j - i);
-        committed = s.n_past;
-        i = j;
-        // The logits are this session's only while it holds the context.
-        if (i == items.size() && request.max_tokens > 0) token = sampler.Sample(ctx, -1);
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(s.stats_mu);
-      s.stats_n_past = s.n_past;
-    }
+    llama_token token = s.EvaluatePrompt(request.parts, request.max_tokens > 0 ? &sampler : nullptr, abort, log);
 
     std::string pending;  // bytes of a character not yet complete
     // The last token's piece while `pending` holds its unfinished character: it is sent once the
@@ -189,57 +80,41 @@ void GenerationCore::Run() {
     std::optional<Piece> held;
     uint32_t generated = 0;
     std::string reason;
-    // Ends with the loop: Conclude below may drop the last owner of the pool.
-    std::optional<ContextPool::Generating> generating(std::in_place, pool);
-    for (;;) {
-      if (abort.load()) { reason = "abort"; break; }
-      if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
-      if (llama_vocab_is_eog(vocab, token)) { reason = "eos"; break; }
-      ++generated;
-      pending += TokenPiece(vocab, token, false);
-      size_t whole = CompleteUtf8Prefix(pending);
-      if (held) Push(std::move(*std::exchange(held, std::nullopt)));
-      Piece piece{token, pending.substr(0, whole)};
-      pending.erase(0, whole);
-      if (pending.empty()) Push(std::move(piece));
-      else held = std::move(piece);
-      {
-        std::lock_guard<std::mutex> lock(s.stats_mu);
-        s.stats.generated_tokens = generated;
-        s.stats.total_generated++;
-      }
-      if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
-      if (uint32_t(s.n_past) + 1 >= n_ctx) { reason = "contextFull"; break; }
-      ContextPool::Step step{token, s.n_past, seq, &sampler, &abort};
-      pool.Run(step);
-      if (step.aborted) { reason = "abort"; break; }
-      try {
-        CheckDecode(step.rc, log, abort);
-      } catch (const Aborted&) {
-        reason = "abort";
-        break;
-      }
-      s.history.push_back({token, nullptr});
-      committed = ++s.n_past;
-      token = step.next;
-      {
-        std::lock_guard<std::mutex> lock(s.stats_mu);
-        s.stats_n_past = s.n_past;
+    {
+      // Ends before Conclude, which may drop the last owner of the session and its pool.
+      SessionState::Answer answer(s, sampler, abort, log);
+      for (;;) {
+        if (abort.load()) { reason = "abort"; break; }
+        if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
+        if (llama_vocab_is_eog(vocab, token)) { reason = "eos"; break; }
+        ++generated;
+        pending += TokenPiece(vocab, token, false);
+        size_t whole = CompleteUtf8Prefix(pending);
+        if (held) Push(std::move(*std::exchange(held, std::nullopt)));
+        Piece piece{token, pending.substr(0, whole)};
+        pending.erase(0, whole);
+        if (pending.empty()) Push(std::move(piece));
+        else held = std::move(piece);
+        answer.CountGenerated(generated);
+        if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
+        if (answer.ContextFull()) { reason = "contextFull"; break; }
+        std::optional<llama_token> next = answer.Step(token);
+        if (!next) { reason = "abort"; break; }
+        token = *next;
       }
     }
-    generating.reset();
     if (held) {
       held->text += "\xEF\xBF\xBD";  // U+FFFD for the bytes of a character the stream ended inside
       Push(std::move(*held));
     }
     Conclude(session_lock, reason);
     return;
-  } catch (const Aborted&) {
-    restore();  // drop the partly evaluated batch so the sequence matches `history` again
+  } catch (const EvaluationAborted&) {
+    s.RestoreAfterFailure();  // drop the partly evaluated batch so the sequence matches `history` again
     Conclude(session_lock, "abort");
     return;
   } catch (const NativeError& e) {
-    restore();
+    s.RestoreAfterFailure();
     Conclude(session_lock, "error", e.code(), e.what());
   } catch (const std::exception& e) {
     s.Reset();

@@ -10,7 +10,7 @@
 #include "log.h"
 #include "mtmd_projector.h"
 #include "qformer/blip2_projector.h"
-#include "session.h"
+#include "session_binding.h"
 #include "worker.h"
 
 namespace minigpt {

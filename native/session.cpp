@@ -3,14 +3,19 @@
 #include <algorithm>
 #include <tuple>
 
-#include "addon.h"
-#include "embedding.h"
 #include "errors.h"
-#include "generation.h"
-#include "log.h"
-#include "worker.h"
 
 namespace minigpt {
+namespace {
+
+void CheckDecode(int32_t rc, const LogErrorScope& log, const std::atomic<bool>& abort) {
+  if (rc == 0) return;
+  if (rc == 2 || abort.load()) throw EvaluationAborted();
+  if (rc == 1) throw NativeError("ERR_CONTEXT_OVERFLOW", "the context has no room left for this batch; use a larger contextSize" + log.Suffix());
+  throw NativeError("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + log.Suffix());
+}
+
+}  // namespace
 
 SessionState::~SessionState() {
   if (pool) pool->Release(seq);
@@ -29,173 +34,132 @@ void SessionState::Reset() {
   n_past = 0;
 }
 
-Napi::Function NativeSession::Define(Napi::Env env) {
-  return DefineClass(env, "NativeSession",
-                     {InstanceMethod<&NativeSession::Generate>("generate"),
-                      InstanceMethod<&NativeSession::Stats>("stats"),
-                      InstanceMethod<&NativeSession::Reset>("reset"),
-                      InstanceMethod<&NativeSession::Dispose>("dispose")});
-}
-
-NativeSession::NativeSession(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSession>(info) {
-  if (info.Length() == 1 && info[0].IsExternal())
-    state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<SessionState>>>().Data());  // the External keeps nothing alive
-}
-
-namespace {
-
-// Takes the session's sequence and creates its context on the libuv pool right away, so that
-// the first prompt finds it ready (or waits only for the rest of its creation). Failures are
-// left for the first generation, which tries again and reports them.
-void PrepareContext(Napi::Env env, std::shared_ptr<SessionState> state) {
-  TaskWorker<int>::Run(
-      env,
-      [state]() {
-        try {
-          std::shared_ptr<ContextPool> pool;
-          {
-            std::lock_guard<std::mutex> lock(state->mu);
-            pool = state->Pool().shared_from_this();
-          }
-          pool->Prepare();
-        } catch (...) {
-        }
-        return 0;
-      },
-      [](Napi::Env env, int&) -> Napi::Value { return env.Undefined(); });
-}
-
-}  // namespace
-
-Napi::Object NativeSession::Wrap(Napi::Env env, std::shared_ptr<ModelState> model, const SessionOptions& options) {
-  auto state = std::make_shared<SessionState>();
-  state->model = std::move(model);
-  state->options = options;
-  PrepareContext(env, state);
-  auto* holder = new std::shared_ptr<SessionState>(std::move(state));
-  auto ext = Napi::External<std::shared_ptr<SessionState>>::New(
-      env, holder, [](Napi::Env, std::shared_ptr<SessionState>* p) { delete p; });
-  return Addon::From(env)->session_ctor.New({ext});
-}
-
-namespace {
-
-bool ReadNumber(Napi::Object o, const char* key, double& out) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) return false;
-  out = v.As<Napi::Number>().DoubleValue();
-  return true;
-}
-
-// A part's `plain`: flat [start, end) pairs of UTF-8 byte offsets into its text, sorted and
-// not overlapping. Returns "" or what is wrong.
-std::string ReadPlainRanges(Napi::Value v, size_t text_size, std::vector<ByteRange>& out) {
-  if (v.IsUndefined()) return "";
-  if (!v.IsArray()) return "`plain` must be an array of byte offsets";
-  Napi::Array a = v.As<Napi::Array>();
-  const uint32_t n = a.Length();
-  if (n % 2 != 0) return "`plain` must hold [start, end) pairs, but has " + std::to_string(n) + " numbers";
-  size_t prev_end = 0;
-  for (uint32_t i = 0; i < n; i += 2) {
-    Napi::Value b = a.Get(i), e = a.Get(i + 1);
-    if (!b.IsNumber() || !e.IsNumber()) return "`plain` must hold only numbers";
-    const double db = b.As<Napi::Number>().DoubleValue(), de = e.As<Napi::Number>().DoubleValue();
-    if (!(db >= 0 && de >= db && de <= double(text_size)) || db != double(size_t(db)) || de != double(size_t(de)))
-      return "`plain` range " + std::to_string(i / 2) + " is not integer byte offsets start <= end within the text's " +
-             std::to_string(text_size) + " bytes";
-    if (size_t(db) < prev_end) return "`plain` ranges must be sorted and must not overlap";
-    prev_end = size_t(de);
-    out.push_back({size_t(db), size_t(de)});
-  }
-  return "";
-}
-
-}  // namespace
-
-// generate(parts: Array<{ text: string, addSpecial: boolean, plain?: number[] } | NativeEmbedding>, options): NativeGeneration
-Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Addon* addon = Addon::From(env);
-  if (!state_) {
-    addon->Throw(env, "ERR_DISPOSED", "the session has been disposed");
-    return env.Undefined();
-  }
-  if (!info[0].IsArray() || !info[1].IsObject()) {
-    addon->Throw(env, "ERR_INVALID_ARGUMENT", "Expected (parts: array, options: object)");
-    return env.Undefined();
-  }
-  GenerationRequest req;
-  Napi::Array parts = info[0].As<Napi::Array>();
-  for (uint32_t i = 0; i < parts.Length(); ++i) {
-    Napi::Value v = parts.Get(i);
-    PromptPart part;
-    if (auto image = NativeEmbedding::From(env, v)) {
-      part.image = image;
-    } else if (v.IsObject() && v.As<Napi::Object>().Get("text").IsString()) {
-      part.text = v.As<Napi::Object>().Get("text").As<Napi::String>().Utf8Value();
-      part.add_special = v.As<Napi::Object>().Get("addSpecial").ToBoolean();
-      std::string bad = ReadPlainRanges(v.As<Napi::Object>().Get("plain"), part.text.size(), part.plain);
-      if (!bad.empty()) {
-        addon->Throw(env, "ERR_INVALID_ARGUMENT", "prompt part " + std::to_string(i) + ": " + bad);
-        return env.Undefined();
+std::vector<SequenceItem> SessionState::PromptItems(const std::vector<PromptPart>& parts, std::atomic<bool>& abort) {
+  std::vector<SequenceItem> items;
+  const int32_t n_embd_inp = llama_model_n_embd_inp(model->model.get());
+  for (const PromptPart& part : parts) {
+    if (part.image && part.image->n_embd != n_embd_inp)  // rows of the wrong width would be read past their end
+      throw NativeError("ERR_INVALID_ARGUMENT", "an image embedding of width " + std::to_string(part.image->n_embd) +
+                                                    " cannot go into a model of embedding size " + std::to_string(n_embd_inp));
+    if (part.image) {
+      for (const ImageSegment& seg : part.image->segments) {
+        for (llama_token t : seg.tokens) items.push_back({t, nullptr});
+        if (seg.block) items.push_back({-1, seg.block});
       }
     } else {
-      addon->Throw(env, "ERR_INVALID_ARGUMENT", "prompt part " + std::to_string(i) + " is neither text nor a live image embedding");
-      return env.Undefined();
+      for (llama_token t : model->tokenizer->Tokenize(part.text, part.add_special, true, part.plain, &abort)) items.push_back({t, nullptr});
     }
-    req.parts.push_back(std::move(part));
   }
-  Napi::Object o = info[1].As<Napi::Object>();
-  double d;
-  // src/session.ts validateStreamOptions sends every option (an unset seed aside) with its
-  // documented default; GenerationRequest's / SamplingOptions' own are a fallback for a caller
-  // of the raw binding.
-  if (ReadNumber(o, "maxTokens", d)) req.max_tokens = d < 0 ? 0 : d > 1e9 ? 1000000000u : uint32_t(d);
-  if (ReadNumber(o, "temperature", d)) req.sampling.temperature = float(d);
-  if (ReadNumber(o, "topK", d)) req.sampling.top_k = int32_t(d);
-  if (ReadNumber(o, "topP", d)) req.sampling.top_p = float(d);
-  if (ReadNumber(o, "minP", d)) req.sampling.min_p = float(d);
-  if (ReadNumber(o, "repeatPenalty", d)) req.sampling.repeat_penalty = float(d);
-  if (ReadNumber(o, "frequencyPenalty", d)) req.sampling.frequency_penalty = float(d);
-  if (ReadNumber(o, "presencePenalty", d)) req.sampling.presence_penalty = float(d);
-  if (ReadNumber(o, "repeatLastN", d)) req.sampling.repeat_last_n = int32_t(d);
-  if (ReadNumber(o, "seed", d)) req.sampling.seed = uint32_t(d);
-  return Generation::Start(env, state_, std::move(req));
+  if (items.empty()) throw NativeError("ERR_INVALID_ARGUMENT", "the prompt is empty");
+  return items;
 }
 
-Napi::Value NativeSession::Stats(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object o = Napi::Object::New(env);
-  if (!state_) return o;
-  std::lock_guard<std::mutex> lock(state_->stats_mu);
-  const SessionStats& s = state_->stats;
-  o.Set("promptTokens", double(s.prompt_tokens));
-  o.Set("reusedTokens", double(s.reused_tokens));
-  o.Set("evaluatedTokens", double(s.evaluated_tokens));
-  o.Set("generatedTokens", double(s.generated_tokens));
-  o.Set("totalEvaluatedTokens", double(s.total_evaluated));
-  o.Set("totalGeneratedTokens", double(s.total_generated));
-  o.Set("contextUsed", double(state_->stats_n_past));
-  return o;
-}
+llama_token SessionState::EvaluatePrompt(const std::vector<PromptPart>& parts, TokenSampler* sampler, std::atomic<bool>& abort, const LogErrorScope& log) {
+  committed_ = -1;
+  ContextPool& pool = Pool();
+  const std::vector<SequenceItem> items = PromptItems(parts, abort);
+  llama_pos total = 0;
+  for (const auto& it : items) total += it.n_pos();
 
-Napi::Value NativeSession::Reset(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!state_) return env.Undefined();
-  std::unique_lock<std::mutex> lock(state_->mu, std::try_to_lock);
-  if (!lock.owns_lock()) {
-    Addon::From(env)->Throw(env, "ERR_BUSY", "the session is generating; wait for the stream to end before reset()");
-    return env.Undefined();
+  llama_token token = -1;
+  // The whole prompt in one turn, ahead of the decode steps of the pool's other sessions
+  // (ContextPool: prompts first), so that sessions started together generate together.
+  ContextPool::Exclusive ex(pool, &abort);
+  llama_context* ctx = ex.ctx();
+  // llama.cpp rounds a context up to a multiple of 256; the session keeps to the size it asked for.
+  n_ctx_ = pool.n_ctx_seq();
+  if (options.context_size > 0) n_ctx_ = std::min(n_ctx_, options.context_size);
+  const int32_t n_batch = int32_t(llama_n_batch(ctx));
+  if (uint64_t(total) >= n_ctx_)
+    throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +
+                                                  std::to_string(n_ctx_) + "; create the session with a larger contextSize or shorten the prompt");
+  // Reuse the longest common prefix with what the sequence already holds.
+  size_t k = 0;
+  llama_pos pos = 0;
+  while (k < items.size() && k < history.size() && items[k] == history[k]) pos += items[k++].n_pos();
+  if (k == items.size()) pos -= items[--k].n_pos();  // the last item must be evaluated again for fresh logits
+  llama_memory_t mem = llama_get_memory(ctx);
+  if (!llama_memory_seq_rm(mem, seq, pos, -1)) {  // e.g. recurrent models cannot cut their state
+    llama_memory_seq_rm(mem, seq, -1, -1);
+    k = 0;
+    pos = 0;
   }
-  state_->Reset();
-  std::lock_guard<std::mutex> stats_lock(state_->stats_mu);
-  state_->stats_n_past = 0;
-  return env.Undefined();
+  history.resize(k);
+  n_past = pos;
+  committed_ = pos;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    stats.prompt_tokens = uint64_t(total);
+    stats.reused_tokens = uint64_t(pos);
+    stats.evaluated_tokens = uint64_t(total - pos);
+    stats.generated_tokens = 0;
+    stats.total_evaluated += uint64_t(total - pos);
+  }
+
+  BatchOwner batch(n_batch);
+  for (size_t i = k; i < items.size();) {
+    if (abort.load()) throw EvaluationAborted();
+    if (items[i].block) {
+      // A prompt may end with an image (a caption from the image alone): its last row then
+      // gives the logits that start the answer.
+      const bool last = i + 1 == items.size();
+      llama_pos next = n_past;
+      CheckDecode(items[i].block->Decode(ctx, n_past, seq, n_batch, last, &next), log, abort);
+      history.push_back(items[i]);
+      n_past = next;
+      committed_ = next;
+      ++i;
+      if (last && sampler) token = sampler->Sample(ctx, -1);
+      continue;
+    }
+    batch.Clear();
+    size_t j = i;
+    for (; j < items.size() && !items[j].block && batch.batch.n_tokens < n_batch; ++j)
+      batch.Add(items[j].token, n_past + llama_pos(j - i), seq, j + 1 == items.size());
+    CheckDecode(llama_decode(ctx, batch.batch), log, abort);
+    history.insert(history.end(), items.begin() + long(i), items.begin() + long(j));
+    n_past += llama_pos(j - i);
+    committed_ = n_past;
+    i = j;
+    // The logits are this session's only while it holds the context.
+    if (i == items.size() && sampler) token = sampler->Sample(ctx, -1);
+  }
+  std::lock_guard<std::mutex> lock(stats_mu);
+  stats_n_past = n_past;
+  return token;
 }
 
-Napi::Value NativeSession::Dispose(const Napi::CallbackInfo& info) {
-  state_.reset();
-  return info.Env().Undefined();
+void SessionState::RestoreAfterFailure() {
+  if (!pool || committed_ < 0) return;  // failed before the sequence was touched
+  ContextPool::Exclusive ex(*pool, nullptr);
+  if (!llama_memory_seq_rm(llama_get_memory(ex.ctx()), seq, committed_, -1)) Reset();
 }
+
+SessionState::Answer::Answer(SessionState& session, TokenSampler& sampler, std::atomic<bool>& abort, const LogErrorScope& log)
+    : s_(session), sampler_(sampler), abort_(abort), log_(log), generating_(session.Pool()) {}
+
+std::optional<llama_token> SessionState::Answer::Step(llama_token token) {
+  ContextPool::Step step{token, s_.n_past, s_.seq, &sampler_, &abort_};
+  s_.pool->Run(step);
+  if (step.aborted) return std::nullopt;
+  try {
+    CheckDecode(step.rc, log_, abort_);
+  } catch (const EvaluationAborted&) {
+    return std::nullopt;
+  }
+  s_.history.push_back({token, nullptr});
+  s_.committed_ = ++s_.n_past;
+  std::lock_guard<std::mutex> lock(s_.stats_mu);
+  s_.stats_n_past = s_.n_past;
+  return step.next;
+}
+
+void SessionState::Answer::CountGenerated(uint32_t generated) {
+  std::lock_guard<std::mutex> lock(s_.stats_mu);
+  s_.stats.generated_tokens = generated;
+  s_.stats.total_generated++;
+}
+
+bool SessionState::Answer::ContextFull() const { return uint32_t(s_.n_past) + 1 >= s_.n_ctx_; }
 
 }  // namespace minigpt

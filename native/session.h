@@ -1,18 +1,22 @@
-// A conversation: one llama_context, the sequence it holds, and the generation that runs on
-// it. Each request re-sends the whole prompt; only what differs from what the context already
-// holds is evaluated (prefix reuse), so multi-turn chat costs only the new turn.
+// A conversation: its sequence in a shared llama_context and how that sequence is evaluated.
+// Each request re-sends the whole prompt; only what differs from what the sequence already
+// holds is evaluated (prefix reuse), so multi-turn chat costs only the new turn. The answer's
+// tokens are then evaluated one decode step at a time, batched with the pool's other sessions.
+// Everything here runs on a generation's thread (generation.h), under SessionState::mu.
 #pragma once
-#include <napi.h>
 
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "context_pool.h"
 #include "handles.h"
+#include "log.h"
 #include "model.h"
+#include "sampler.h"
 
 namespace minigpt {
 
@@ -47,6 +51,9 @@ struct SessionStats {
   uint64_t total_generated = 0;
 };
 
+// Thrown when an evaluation stops because its abort flag was raised.
+class EvaluationAborted {};
+
 struct SessionState {
   std::shared_ptr<ModelState> model;
   SessionOptions options;
@@ -64,21 +71,42 @@ struct SessionState {
   ContextPool& Pool();
   // Forgets the conversation; the sequence's cache is cut at the next evaluation.
   void Reset();
-};
 
-class NativeSession : public Napi::ObjectWrap<NativeSession> {
- public:
-  static Napi::Function Define(Napi::Env env);
-  explicit NativeSession(const Napi::CallbackInfo& info);
-  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<ModelState> model, const SessionOptions& options);
+  // Evaluates a prompt in one turn with the pool's context to itself, reusing the longest
+  // prefix the sequence already holds, and samples the answer's first token with `sampler`
+  // (-1 when `sampler` is null). Throws EvaluationAborted or NativeError; either way the
+  // sequence is left as `history` says (RestoreAfterFailure).
+  llama_token EvaluatePrompt(const std::vector<PromptPart>& parts, TokenSampler* sampler, std::atomic<bool>& abort, const LogErrorScope& log);
+
+  // The answer's decode steps. While it exists the session counts as generating: the pool's
+  // batches wait for its steps (ContextPool::Generating).
+  class Answer {
+   public:
+    Answer(SessionState& session, TokenSampler& sampler, std::atomic<bool>& abort, const LogErrorScope& log);
+    // Evaluates `token` at the end of the sequence and samples the next one; nullopt when
+    // aborted. Throws NativeError.
+    std::optional<llama_token> Step(llama_token token);
+    // Counts a token handed to the caller in the session's stats.
+    void CountGenerated(uint32_t generated);
+    // No room for another step in the session's share of the context.
+    bool ContextFull() const;
+
+   private:
+    SessionState& s_;
+    TokenSampler& sampler_;
+    std::atomic<bool>& abort_;
+    const LogErrorScope& log_;
+    ContextPool::Generating generating_;
+  };
+
+  // Cuts the sequence back to what `history` says it holds, after a failed or aborted decode.
+  void RestoreAfterFailure();
 
  private:
-  Napi::Value Generate(const Napi::CallbackInfo& info);
-  Napi::Value Stats(const Napi::CallbackInfo& info);
-  Napi::Value Reset(const Napi::CallbackInfo& info);
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  std::vector<SequenceItem> PromptItems(const std::vector<PromptPart>& parts, std::atomic<bool>& abort);
 
-  std::shared_ptr<SessionState> state_;
+  uint32_t n_ctx_ = 0;        // this session's share of the context, known once a prompt ran
+  llama_pos committed_ = -1;  // n_past known to match history; -1 before the sequence is touched
 };
 
 }  // namespace minigpt
