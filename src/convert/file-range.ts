@@ -7,6 +7,12 @@ import { MinigptError, ModelLoadError } from '../errors.js';
 
 /** Read exactly `length` bytes at `position` from an open handle; fails on a short file. */
 export async function readExactly(fh: FileHandle, position: number, length: number, what: string): Promise<Uint8Array> {
+  // FileHandle.read takes a negative position as "the current position" and silently
+  // wraps one past Number.MAX_SAFE_INTEGER, so a hostile offset would read other bytes.
+  if (!isFileOffset(position) || !isFileOffset(length) || !isFileOffset(position + length)) {
+    throw new ModelLoadError('ERR_MODEL_LOAD', `${what}: a read of ${length} bytes at offset ${position} lies outside any file; ` +
+      'the file is damaged or not what it claims to be');
+  }
   // A fresh Uint8Array starts at offset 0 of its own ArrayBuffer, so typed views of
   // any element size over it are aligned (Buffer.alloc may hand out pooled slices).
   const out = new Uint8Array(length);
@@ -19,6 +25,10 @@ export async function readExactly(fh: FileHandle, position: number, length: numb
     done += bytesRead;
   }
   return out;
+}
+
+function isFileOffset(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
 }
 
 /** Open `path`, read `length` bytes at `position`, close. */

@@ -5,6 +5,7 @@
  * ranges of STORED entries, on demand. DEFLATE entries are inflated whole with node:zlib.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { constants as bufferConstants } from 'node:buffer';
 import { inflateRawSync } from 'node:zlib';
 import { ModelLoadError } from '../errors.js';
 import { loadError, readExactly } from './file-range.js';
@@ -74,7 +75,15 @@ export class ZipArchive {
     // the last one, since the tensors of one storage are usually read one after another.
     if (this.inflated?.name !== entry.name) {
       const raw = await readExactly(this.fh, await this.dataStart(entry), entry.compressedSize, this.path);
-      const bytes = new Uint8Array(inflateRawSync(raw));
+      let bytes: Uint8Array;
+      try {
+        // Capping the output at the declared size stops a small hostile entry (a zip bomb)
+        // from inflating into gigabytes before the size check below can refuse it.
+        bytes = new Uint8Array(inflateRawSync(raw, { maxOutputLength: Math.min(Math.max(entry.size, 1), bufferConstants.MAX_LENGTH) }));
+      } catch (err) {
+        throw new ModelLoadError('ERR_MODEL_LOAD', `${this.path}: "${entry.name}" does not inflate to its declared ${entry.size} bytes ` +
+          `(${(err as Error).message}); the file is damaged, download it again`, { cause: err });
+      }
       if (bytes.length !== entry.size) throw this.bad(`"${entry.name}" inflates to ${bytes.length} bytes, not ${entry.size}`);
       this.inflated = { name: entry.name, bytes };
     }
@@ -123,6 +132,9 @@ async function readCentralDirectory(fh: FileHandle, path: string): Promise<Map<s
     // Zip64: a locator sits right before the classic record and points at the zip64 record.
     if (eocd < 20 || tv.getUint32(eocd - 20, true) !== SIG_EOCD64_LOCATOR) throw bad('zip64 sizes without a zip64 locator');
     const at = Number(tv.getBigUint64(eocd - 20 + 8, true));
+    // Checked here because FileHandle.read silently reads from the start of the file
+    // when given a position past Number.MAX_SAFE_INTEGER.
+    if (at + 56 > size) throw bad('the zip64 end-of-central-directory record lies past the end of the file');
     const rec = await readExactly(fh, at, 56, path);
     const rv = new DataView(rec.buffer);
     if (rv.getUint32(0, true) !== SIG_EOCD64) throw bad('bad zip64 end-of-central-directory record');
@@ -155,7 +167,12 @@ async function readCentralDirectory(fh: FileHandle, path: string): Promise<Map<s
       const len = v.getUint16(e + 2, true);
       if (tag === 1) {
         let q = e + 4;
-        const next = (): number => { const x = Number(v.getBigUint64(q, true)); q += 8; return x; };
+        const next = (): number => {
+          if (q + 8 > e + 4 + len || q + 8 > extraEnd) throw bad(`the zip64 field of "${name}" is too short for the sizes it must hold`);
+          const x = Number(v.getBigUint64(q, true));
+          q += 8;
+          return x;
+        };
         if (uncompressed === U32_MAX) uncompressed = next();
         if (compressedSize === U32_MAX) compressedSize = next();
         if (localHeaderOffset === U32_MAX) localHeaderOffset = next();
@@ -163,6 +180,8 @@ async function readCentralDirectory(fh: FileHandle, path: string): Promise<Map<s
       e += 4 + len;
     }
     if (localHeaderOffset + compressedSize > size) throw bad(`"${name}" lies past the end of the file (truncated download?)`);
+    // Otherwise a read inside the declared size would return the bytes of the entries after it.
+    if (method === 0 && compressedSize !== uncompressed) throw bad(`"${name}" is stored uncompressed but declares ${uncompressed} bytes in ${compressedSize}`);
     entries.set(name, { name, method, compressedSize, size: uncompressed, localHeaderOffset });
     p += 46 + nameLen + extraLen + commentLen;
   }

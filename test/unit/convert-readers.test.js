@@ -3,15 +3,17 @@
 import { test, describe, before, after } from 'node:test';
 import { rejectsWith } from '../assertions.js';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { openSafetensors, openSafetensorsIndex } from '../../dist/convert/safetensors.js';
 import { openTorchCheckpoint } from '../../dist/convert/torch-checkpoint.js';
 import { unpickle } from '../../dist/convert/pickle.js';
+import { ZipArchive } from '../../dist/convert/zip.js';
+import { readExactly } from '../../dist/convert/file-range.js';
 import { f16ToF32, f32ToF16 } from '../../dist/gguf/write.js';
-import { hasTorch, toBf16, torchSave, writeSafetensors, writeTorchZip } from '../../tools/fixtures/checkpoints.js';
+import { hasTorch, toBf16, torchSave, writeSafetensors, writeTorchZip, zipBytes } from '../../tools/fixtures/checkpoints.js';
 
 const TORCH = hasTorch();
 
@@ -161,6 +163,105 @@ describe('torch.save checkpoints written in JS', () => {
     const bytes = await readFile(good);
     await writeFile(p, bytes.subarray(0, bytes.length - 30));
     await rejectsWith(openTorchCheckpoint(p), 'ERR_MODEL_LOAD', /zip/);
+  });
+});
+
+describe('zip reader against hostile archives', () => {
+  // Each case writes a well-formed archive from zipBytes and a copy with one field
+  // falsified, so a test fails both when the reader refuses good files and when it
+  // trusts the bad field.
+  const goodAndHostile = async (entries, opts, falsify) => {
+    const good = zipBytes(entries, opts);
+    const hostile = Buffer.from(good);
+    falsify(hostile);
+    const paths = [tmp('good.zip'), tmp('hostile.zip')];
+    await writeFile(paths[0], good);
+    await writeFile(paths[1], hostile);
+    return paths;
+  };
+  // Where `name`'s central-directory header starts, in a zip from zipBytes (no comment).
+  const centralHeader = (zip, name) => {
+    const eocd = zip.length - 22;
+    let p = zip.readUInt32LE(eocd + 16);
+    if (p === 0xffffffff) p = Number(zip.readBigUInt64LE(eocd - 20 - 56 + 48));
+    while (zip.readUInt32LE(p) === 0x02014b50) {
+      const nameLen = zip.readUInt16LE(p + 28);
+      if (zip.toString('utf8', p + 46, p + 46 + nameLen) === name) return p;
+      p += 46 + nameLen + zip.readUInt16LE(p + 30) + zip.readUInt16LE(p + 32);
+    }
+    throw new Error(`no central header for ${name}`);
+  };
+  const readEntry = async (path, name) => {
+    const zip = await ZipArchive.open(path);
+    try {
+      return Buffer.from(await zip.read(zip.entries.get(name)));
+    } finally {
+      await zip.close();
+    }
+  };
+
+  test('refuses a STORED entry that declares more bytes than it stores', async () => {
+    const entries = [{ name: 'archive/byteorder', data: Buffer.from('little') }, { name: 'archive/secret', data: Buffer.from('NEIGHBOUR-BYTES'.repeat(4)) }];
+    const [good, hostile] = await goodAndHostile(entries, {}, (z) => z.writeUInt32LE(64, centralHeader(z, 'archive/byteorder') + 24));
+    assert.equal((await readEntry(good, 'archive/byteorder')).toString(), 'little');
+    await rejectsWith(ZipArchive.open(hostile), 'ERR_MODEL_LOAD', /"archive\/byteorder" is stored uncompressed but declares 64 bytes in 6/);
+  });
+
+  test('stops inflating a DEFLATE entry at its declared size (zip bomb)', async () => {
+    const bomb = Buffer.alloc(4 << 20);
+    const [good, hostile] = await goodAndHostile([{ name: 'archive/data.pkl', data: bomb }], { deflate: true },
+      (z) => z.writeUInt32LE(6, centralHeader(z, 'archive/data.pkl') + 24));
+    assert.equal((await readEntry(good, 'archive/data.pkl')).length, bomb.length);
+    await assert.rejects(readEntry(hostile, 'archive/data.pkl'), (err) => {
+      assert.equal(err.code, 'ERR_MODEL_LOAD');
+      assert.match(err.message, /"archive\/data\.pkl" does not inflate to its declared 6 bytes/);
+      // Inflating stopped at the declared size instead of producing all 4 MiB first.
+      assert.equal(err.cause?.code, 'ERR_BUFFER_TOO_LARGE');
+      assert.doesNotMatch(err.message, new RegExp(String(bomb.length)));
+      return true;
+    });
+  });
+
+  test('refuses a zip64 field too short for the sizes it must hold', async () => {
+    // The central zip64 field holds three values; cutting its length to 8 leaves only the
+    // uncompressed size, and zeroing the rest keeps the next read from finding the others.
+    const [good, hostile] = await goodAndHostile([{ name: 'archive/byteorder', data: Buffer.from('little') }], { zip64: true }, (z) => {
+      const extra = centralHeader(z, 'archive/byteorder') + 46 + 'archive/byteorder'.length;
+      z.writeUInt16LE(8, extra + 2);
+      z.fill(0, extra + 12, extra + 28);
+    });
+    assert.equal((await readEntry(good, 'archive/byteorder')).toString(), 'little');
+    await rejectsWith(ZipArchive.open(hostile), 'ERR_MODEL_LOAD', /zip64 field of "archive\/byteorder" is too short/);
+  });
+
+  test('wraps a damaged DEFLATE stream in a typed error naming the entry', async () => {
+    const name = 'archive/data.pkl';
+    const [good, hostile] = await goodAndHostile([{ name, data: Buffer.from('x'.repeat(1000)) }], { deflate: true },
+      (z) => { z[30 + name.length] |= 0b110; }); // block type 3 is reserved: "invalid block type"
+    assert.equal((await readEntry(good, name)).toString(), 'x'.repeat(1000));
+    await rejectsWith(readEntry(hostile, name), 'ERR_MODEL_LOAD', /"archive\/data\.pkl" does not inflate.*damaged/);
+  });
+
+  test('refuses a zip64 end record that lies outside the file', async () => {
+    const [good, hostile] = await goodAndHostile([{ name: 'archive/byteorder', data: Buffer.from('little') }], { zip64: true },
+      (z) => z.writeBigUInt64LE(1n << 62n, z.length - 22 - 20 + 8));
+    assert.equal((await readEntry(good, 'archive/byteorder')).toString(), 'little');
+    await rejectsWith(ZipArchive.open(hostile), 'ERR_MODEL_LOAD', /zip64 end-of-central-directory record lies past the end of the file/);
+  });
+
+  test('readExactly refuses offsets that FileHandle.read would misread', async () => {
+    const p = tmp('range.bin');
+    await writeFile(p, 'hello world');
+    const fh = await open(p, 'r');
+    try {
+      assert.equal(Buffer.from(await readExactly(fh, 6, 5, 'range.bin')).toString(), 'world');
+      // Past 2^53 the position is rounded and read from elsewhere; -1 means "current position".
+      for (const [position, length] of [[2 ** 53, 5], [Number.MAX_SAFE_INTEGER - 2, 5], [-1, 5], [0.5, 5], [0, -1]]) {
+        await rejectsWith(readExactly(fh, position, length, 'range.bin'), 'ERR_MODEL_LOAD', /range\.bin: a read of .* lies outside any file/, `${position}+${length}`);
+      }
+    } finally {
+      await fh.close();
+    }
   });
 });
 
