@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <mutex>
-#include <thread>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -130,7 +129,6 @@ Napi::Value Addon::SystemInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("llamaSystemInfo", llama_print_system_info());
-  o.Set("hardwareConcurrency", double(std::thread::hardware_concurrency()));
   Napi::Array devices = Napi::Array::New(env);
   for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
     ggml_backend_dev_t dev = ggml_backend_dev_get(i);

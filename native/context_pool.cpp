@@ -63,8 +63,7 @@ llama_context* ContextPool::CreateLocked() {
   if (ctx_) return ctx_.get();
   LogErrorScope log;
   llama_context_params p = llama_context_default_params();
-  const uint32_t train = uint32_t(std::max(1, llama_model_n_ctx_train(llm_.get())));
-  const uint32_t per_seq = key_.n_ctx_seq ? key_.n_ctx_seq : std::min<uint32_t>(train, 4096);
+  const uint32_t per_seq = key_.n_ctx_seq;
   const uint32_t n_seq = uint32_t(taken_.size());
   p.n_ctx = per_seq * n_seq;
   p.n_seq_max = n_seq;

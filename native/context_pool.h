@@ -23,7 +23,7 @@ namespace minigpt {
 class TokenSampler;
 
 struct PoolKey {
-  uint32_t n_ctx_seq = 0;  // requested tokens per session (0: min(training context, 4096))
+  uint32_t n_ctx_seq = 0;  // requested tokens per session
   uint32_t n_batch = 512;
   int threads = 0;
   uint32_t parallel = 1;

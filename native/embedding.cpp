@@ -9,7 +9,6 @@ namespace minigpt {
 Napi::Function NativeEmbedding::Define(Napi::Env env) {
   return DefineClass(env, "NativeEmbedding",
                      {InstanceAccessor<&NativeEmbedding::NTokens>("nTokens"),
-                      InstanceAccessor<&NativeEmbedding::NPositions>("nPositions"),
                       InstanceAccessor<&NativeEmbedding::NEmbd>("nEmbd"),
                       InstanceMethod<&NativeEmbedding::ToFloat32Array>("toFloat32Array"),
                       InstanceMethod<&NativeEmbedding::Dispose>("dispose")});
@@ -40,10 +39,6 @@ std::shared_ptr<const EncodedImage> NativeEmbedding::From(Napi::Env env, Napi::V
 
 Napi::Value NativeEmbedding::NTokens(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), image_ ? image_->n_tokens : 0);
-}
-
-Napi::Value NativeEmbedding::NPositions(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), image_ ? image_->n_pos : 0);
 }
 
 Napi::Value NativeEmbedding::NEmbd(const Napi::CallbackInfo& info) {

@@ -19,7 +19,6 @@ class NativeEmbedding : public Napi::ObjectWrap<NativeEmbedding> {
 
  private:
   Napi::Value NTokens(const Napi::CallbackInfo& info);
-  Napi::Value NPositions(const Napi::CallbackInfo& info);
   Napi::Value NEmbd(const Napi::CallbackInfo& info);
   Napi::Value ToFloat32Array(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

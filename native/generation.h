@@ -22,7 +22,7 @@ namespace minigpt {
 struct GenerationRequest {
   std::vector<PromptPart> parts;
   SamplingOptions sampling;
-  uint32_t max_tokens = 256;
+  uint32_t max_tokens = 0;  // always given (session_binding.cpp)
   size_t queue_size = 64;
 };
 

@@ -258,9 +258,15 @@ Napi::Value NativeModel::CreateSession(const Napi::CallbackInfo& info) {
   auto state = State(env);
   if (!state) return env.Undefined();
   SessionOptions opts;
-  if (info[0].IsObject()) {
+  // The context size has one default, src/context-size.ts's; this binding takes sizes only.
+  if (!info[0].IsObject() || !info[0].As<Napi::Object>().Get("contextSize").IsNumber() ||
+      info[0].As<Napi::Object>().Get("contextSize").As<Napi::Number>().Uint32Value() == 0) {
+    Addon::From(env)->Throw(env, "ERR_INVALID_ARGUMENT", "createSession needs { contextSize: tokens >= 1 }");
+    return env.Undefined();
+  }
+  {
     Napi::Object o = info[0].As<Napi::Object>();
-    if (o.Get("contextSize").IsNumber()) opts.context_size = o.Get("contextSize").As<Napi::Number>().Uint32Value();
+    opts.context_size = o.Get("contextSize").As<Napi::Number>().Uint32Value();
     if (o.Get("batchSize").IsNumber()) opts.batch_size = o.Get("batchSize").As<Napi::Number>().Uint32Value();
     if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").As<Napi::Number>().Int32Value();
     if (o.Get("parallel").IsNumber()) opts.parallel = std::max<uint32_t>(1, o.Get("parallel").As<Napi::Number>().Uint32Value());

@@ -20,7 +20,6 @@ struct MtmdState {
   EncodeAbort abort;  // handed to ctx as its cb_eval, so declared (and freed) around it
   mtmd::context_ptr ctx;  // libmtmd's own owners (mtmd.h), not ours
   std::mutex encode_mu;  // mtmd_encode_chunk and its output buffer are not thread-safe
-  std::string type;
   int32_t n_embd = 0;
 };
 
@@ -172,8 +171,6 @@ class MtmdProjector : public Projector {
     return out;
   }
 
-  std::string Type() const override { return state_->type; }
-  int32_t OutputEmbd() const override { return state_->n_embd; }
 
  private:
   std::shared_ptr<MtmdState> state_;
@@ -207,7 +204,6 @@ std::shared_ptr<Projector> LoadMtmdProjector(const std::string& path, std::share
   if (!mtmd_support_vision(state->ctx.get()))
     throw NativeError("ERR_PROJECTOR_LOAD", "the projector " + path + " has no vision encoder (audio-only projectors are not supported)");
   state->n_embd = llama_model_n_embd_inp(text_model.get());
-  state->type = "mtmd";
   return std::make_shared<MtmdProjector>(std::move(state));
 }
 

@@ -49,8 +49,6 @@ class Projector {
   // within one encoder layer of `abort` (may be null) being raised, keeping nothing half-made.
   virtual std::shared_ptr<const EncodedImage> Encode(const uint8_t* rgb, uint32_t width, uint32_t height,
                                                      const std::atomic<bool>* abort) = 0;
-  virtual std::string Type() const = 0;
-  virtual int32_t OutputEmbd() const = 0;
 };
 
 }  // namespace minigpt

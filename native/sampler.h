@@ -10,15 +10,16 @@ namespace minigpt {
 // Fallbacks only: src/session.ts (validateStreamOptions) is the one place the defaults are set,
 // and it sends every value but an unset seed (random, as here). These match it for a caller of
 // the raw binding that leaves one out.
+// Always filled from JS (session_binding.cpp); the defaults live in src/session.ts.
 struct SamplingOptions {
-  float temperature = 0.8f;  // <= 0: greedy
-  int32_t top_k = 40;
-  float top_p = 0.95f;
-  float min_p = 0.05f;
-  float repeat_penalty = 1.0f;
-  float frequency_penalty = 0.0f;  // OpenAI's: subtracted once per occurrence in the last repeat_last_n
-  float presence_penalty = 0.0f;   // OpenAI's: subtracted once if present there
-  int32_t repeat_last_n = 64;
+  float temperature = 0;  // <= 0: greedy
+  int32_t top_k = 0;
+  float top_p = 1;
+  float min_p = 0;
+  float repeat_penalty = 1;
+  float frequency_penalty = 0;  // OpenAI's: subtracted once per occurrence in the last repeat_last_n
+  float presence_penalty = 0;   // OpenAI's: subtracted once if present there
+  int32_t repeat_last_n = 0;
   uint32_t seed = 0xFFFFFFFFu;  // LLAMA_DEFAULT_SEED: random
 };
 

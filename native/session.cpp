@@ -67,8 +67,7 @@ llama_token SessionState::EvaluatePrompt(const std::vector<PromptPart>& parts, T
   ContextPool::Exclusive ex(pool, &abort);
   llama_context* ctx = ex.ctx();
   // llama.cpp rounds a context up to a multiple of 256; the session keeps to the size it asked for.
-  n_ctx_ = pool.n_ctx_seq();
-  if (options.context_size > 0) n_ctx_ = std::min(n_ctx_, options.context_size);
+  n_ctx_ = std::min(pool.n_ctx_seq(), options.context_size);
   const int32_t n_batch = int32_t(llama_n_batch(ctx));
   if (uint64_t(total) >= n_ctx_)
     throw NativeError("ERR_CONTEXT_OVERFLOW", "the prompt needs " + std::to_string(total) + " positions but the context holds " +

@@ -21,7 +21,7 @@
 namespace minigpt {
 
 struct SessionOptions {
-  uint32_t context_size = 0;  // 0: min(training context, 4096)
+  uint32_t context_size = 0;  // tokens; always given (createSession refuses 0)
   uint32_t batch_size = 512;
   int threads = 0;
   uint32_t parallel = 1;  // sessions per shared context (the model's parallelSessions)

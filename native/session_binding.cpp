@@ -126,20 +126,27 @@ Napi::Value NativeSession::Generate(const Napi::CallbackInfo& info) {
     req.parts.push_back(std::move(part));
   }
   Napi::Object o = info[1].As<Napi::Object>();
-  double d;
-  // src/session.ts validateStreamOptions sends every option (an unset seed aside) with its
-  // documented default; GenerationRequest's / SamplingOptions' own are a fallback for a caller
-  // of the raw binding.
-  if (ReadNumber(o, "maxTokens", d)) req.max_tokens = d < 0 ? 0 : d > 1e9 ? 1000000000u : uint32_t(d);
-  if (ReadNumber(o, "temperature", d)) req.sampling.temperature = float(d);
-  if (ReadNumber(o, "topK", d)) req.sampling.top_k = int32_t(d);
-  if (ReadNumber(o, "topP", d)) req.sampling.top_p = float(d);
-  if (ReadNumber(o, "minP", d)) req.sampling.min_p = float(d);
-  if (ReadNumber(o, "repeatPenalty", d)) req.sampling.repeat_penalty = float(d);
-  if (ReadNumber(o, "frequencyPenalty", d)) req.sampling.frequency_penalty = float(d);
-  if (ReadNumber(o, "presencePenalty", d)) req.sampling.presence_penalty = float(d);
-  if (ReadNumber(o, "repeatLastN", d)) req.sampling.repeat_last_n = int32_t(d);
-  if (ReadNumber(o, "seed", d)) req.sampling.seed = uint32_t(d);
+  // Every option but the seed comes from src/session.ts, whose STREAM_DEFAULTS are the one
+  // place for their defaults; an unset seed means a random one.
+  const char* const required[] = {"maxTokens", "temperature", "topK", "topP", "minP", "repeatPenalty", "frequencyPenalty", "presencePenalty", "repeatLastN"};
+  double v[9];
+  for (size_t i = 0; i < 9; ++i) {
+    if (!ReadNumber(o, required[i], v[i])) {
+      addon->Throw(env, "ERR_INVALID_ARGUMENT", std::string("generate options need a number for ") + required[i]);
+      return env.Undefined();
+    }
+  }
+  req.max_tokens = v[0] < 0 ? 0 : v[0] > 1e9 ? 1000000000u : uint32_t(v[0]);
+  req.sampling.temperature = float(v[1]);
+  req.sampling.top_k = int32_t(v[2]);
+  req.sampling.top_p = float(v[3]);
+  req.sampling.min_p = float(v[4]);
+  req.sampling.repeat_penalty = float(v[5]);
+  req.sampling.frequency_penalty = float(v[6]);
+  req.sampling.presence_penalty = float(v[7]);
+  req.sampling.repeat_last_n = int32_t(v[8]);
+  double seed;
+  if (ReadNumber(o, "seed", seed)) req.sampling.seed = uint32_t(seed);
   return Generation::Start(env, state_, std::move(req));
 }
 

@@ -98,8 +98,6 @@ class Blip2Projector : public Projector {
     return image;
   }
 
-  std::string Type() const override { return "blip2"; }
-  int32_t OutputEmbd() const override { return int32_t(w_->p.output_length); }
 
  private:
   // The CPU backend checks its abort callback after every node, at no cost. A GPU backend has

@@ -95,7 +95,7 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean, abort?: NativeAbortFlag): Promise<Int32Array>;
   detokenize(tokens: Int32Array, special: boolean): Promise<string>;
   encodeImage(rgb: Uint8Array, width: number, height: number, abort?: NativeAbortFlag): Promise<NativeEmbedding>;
-  createSession(options: { contextSize?: number; batchSize?: number; threads?: number; parallel?: number }): NativeSession;
+  createSession(options: { contextSize: number; batchSize?: number; threads?: number; parallel?: number }): NativeSession;
   /** Frees the contexts no session uses; resolves when done. */
   trimIdleContexts(): Promise<void>;
   /** Lets go of the model; its memory is freed off the JS thread (resolves when done). */
