@@ -9,10 +9,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
-import { kv, writeGguf } from '../dist/gguf/write.js';
+import { writeGguf } from '../dist/gguf/write.js';
 import { GgmlType } from '../dist/gguf/types.js';
 import { writeTinyBlip2 } from '../tools/fixtures/blip2.js';
-import { CHATML_TEMPLATE, writeTinyMmproj } from '../tools/fixtures/models.js';
+import { CHATML_TEMPLATE, llamaMetadata, writeTinyMmproj } from '../tools/fixtures/models.js';
 import { makeRng, randomAround, randomNormal } from '../tools/fixtures/prng.js';
 import { buildSpmVocab, TOKEN_TYPE } from '../tools/fixtures/vocab.js';
 
@@ -53,30 +53,7 @@ export async function writeLlama(path, shape = TINYLLAMA, type = 'f16') {
   const vocab = benchVocab(s.nVocab);
   const headDim = s.nEmbd / s.nHead;
   const wtype = type === 'f16' ? GgmlType.F16 : GgmlType.F32;
-  const metadata = [
-    kv.str('general.architecture', 'llama'),
-    kv.str('general.name', 'minigpt-node bench TinyLlama-1.1B shape (random weights)'),
-    kv.u32('general.file_type', type === 'f16' ? 1 : 0),
-    kv.u32('llama.context_length', s.nCtx),
-    kv.u32('llama.embedding_length', s.nEmbd),
-    kv.u32('llama.block_count', s.nLayer),
-    kv.u32('llama.feed_forward_length', s.nFf),
-    kv.u32('llama.attention.head_count', s.nHead),
-    kv.u32('llama.attention.head_count_kv', s.nHeadKv),
-    kv.u32('llama.rope.dimension_count', headDim),
-    kv.f32('llama.rope.freq_base', s.ropeFreqBase),
-    kv.f32('llama.attention.layer_norm_rms_epsilon', s.rmsEps),
-    kv.str('tokenizer.ggml.model', 'llama'),
-    kv.strArray('tokenizer.ggml.tokens', vocab.tokens),
-    kv.f32Array('tokenizer.ggml.scores', vocab.scores),
-    kv.i32Array('tokenizer.ggml.token_type', vocab.types),
-    kv.u32('tokenizer.ggml.unknown_token_id', vocab.unkId),
-    kv.u32('tokenizer.ggml.bos_token_id', vocab.bosId),
-    kv.u32('tokenizer.ggml.eos_token_id', vocab.eosId),
-    kv.bool('tokenizer.ggml.add_bos_token', true),
-    kv.bool('tokenizer.ggml.add_eos_token', false),
-    kv.str('tokenizer.chat_template', CHATML_TEMPLATE),
-  ];
+  const metadata = llamaMetadata({ ...s, type, name: 'minigpt-node bench TinyLlama-1.1B shape (random weights)', vocab, chatTemplate: CHATML_TEMPLATE });
   const E = s.nEmbd, kvWidth = s.nHeadKv * headDim;
   const mat = (name, ne0, ne1, std) => ({ name, type: wtype, shape: [ne0, ne1], data: () => randomNormal(rngFor(name), ne0 * ne1, std) });
   const norm = (name) => ({ name, type: GgmlType.F32, shape: [E], data: () => randomAround(rngFor(name), E, 1, 0.1) });
