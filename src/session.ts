@@ -7,7 +7,6 @@ import { AbortedError, DisposedError, InvalidArgumentError, MinigptError, throwI
 import { ImageEmbedding, nativeOf, retain } from './embedding.js';
 import { isImageInput, type ImageInput } from './image.js';
 import { AsyncLock, DisposeGuard } from './lifetime.js';
-import type { Model } from './model.js';
 import type { NativeEnd, NativeGeneration, NativeModel, NativeSession } from './native/binding.js';
 import { StopDetector, type Piece } from './stop.js';
 import { PromptBuilder, type ConversationPart, type ConversationTurn, type PromptFormat } from './prompt-parts.js';
@@ -220,12 +219,24 @@ const finishStream = Symbol('finishStream');
 type TurnRequest = { content: Content } | { messages: ChatMessage[] };
 
 /**
+ * @internal
+ * What a session needs of its model. `Model` passes itself; the session sees only this, so the
+ * imports run one way (model → session).
+ */
+export interface SessionModel {
+  readonly info: { readonly contextLength: number; readonly chatTemplate: string | null; readonly promptTemplate: string | null };
+  readonly defaults: { readonly threads: number; readonly contextSize?: number; readonly parallelSessions: number };
+  readonly tokenText: { readonly bos: string | null; readonly eos: string | null; readonly addsBos: boolean };
+  encodeImage(input: ImageInput, options?: { signal?: AbortSignal }): Promise<ImageEmbedding>;
+}
+
+/**
  * A conversation with a model. Turns are evaluated incrementally: each request re-uses the
  * context's memory of earlier turns and evaluates only what is new. Streams on one session run
  * one after another, in the order they were started.
  */
 export class Session {
-  #model: Model;
+  #model: SessionModel;
   #native: NativeSession;
   #guard = new DisposeGuard('This session');
   #lock = new AsyncLock();
@@ -241,7 +252,7 @@ export class Session {
   #finishReason: FinishReason | null = null;
 
   /** @internal */
-  constructor(model: Model, nativeModel: NativeModel, options: SessionOptions, detach: (s: Session) => void) {
+  constructor(model: SessionModel, nativeModel: NativeModel, options: SessionOptions, detach: (s: Session) => void) {
     const o = checkKeys(options, sessionKeys, 'createSession options');
     this.#contextSize = optInteger(o, 'contextSize', 16, 1 << 24, model.defaults.contextSize ?? defaultContextSize(model.info.contextLength));
     this.#threads = optThreads(o, 'threads', model.defaults.threads);
