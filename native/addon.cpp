@@ -14,6 +14,7 @@
 #include "log.h"
 #include "model.h"
 #include "quantize.h"
+#include "rpc_binding.h"
 #include "session_binding.h"
 #include "worker.h"
 
@@ -52,6 +53,8 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
                         InstanceMethod<&Addon::NativeHeap>("nativeHeap")});
   exports.Set("AbortFlag", abort_flag);
   exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
+  exports.Set("rpcDevices", Napi::Function::New(env, RpcDevicesBinding, "rpcDevices"));
+  exports.Set("rpcServe", Napi::Function::New(env, RpcServeBinding, "rpcServe"));
   exports.Set("llamaCommit", MINIGPT_LLAMA_COMMIT);
   exports.Set("napiVersion", NAPI_VERSION);
 }
@@ -92,6 +95,16 @@ Napi::Value Addon::LoadModel(const Napi::CallbackInfo& info) {
   if (o.Get("threads").IsNumber()) opts.threads = std::max(1, o.Get("threads").As<Napi::Number>().Int32Value());
   if (o.Get("gpuLayers").IsNumber()) opts.gpu_layers = o.Get("gpuLayers").As<Napi::Number>().Int32Value();
   if (o.Get("useMmap").IsBoolean()) opts.use_mmap = o.Get("useMmap").As<Napi::Boolean>().Value();
+  if (o.Get("rpcServers").IsArray()) {
+    Napi::Array a = o.Get("rpcServers").As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i)
+      if (a.Get(i).IsString()) opts.rpc_servers.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+  }
+  if (o.Get("tensorSplit").IsArray()) {
+    Napi::Array a = o.Get("tensorSplit").As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i)
+      if (a.Get(i).IsNumber()) opts.tensor_split.push_back(a.Get(i).As<Napi::Number>().FloatValue());
+  }
 
   std::shared_ptr<Napi::ThreadSafeFunction> progress_fn;
   if (info[1].IsFunction()) {
@@ -125,30 +138,36 @@ Napi::Value Addon::LoadModel(const Napi::CallbackInfo& info) {
       [](Napi::Env env, std::shared_ptr<ModelState>& state) -> Napi::Value { return NativeModel::Wrap(env, state); });
 }
 
+DeviceSnapshot SnapshotDevice(ggml_backend_dev_t dev) {
+  DeviceSnapshot d;
+  d.name = ggml_backend_dev_name(dev);
+  d.description = ggml_backend_dev_description(dev);
+  switch (ggml_backend_dev_type(dev)) {
+    case GGML_BACKEND_DEVICE_TYPE_GPU: d.type = "gpu"; break;
+    case GGML_BACKEND_DEVICE_TYPE_IGPU: d.type = "igpu"; break;
+    case GGML_BACKEND_DEVICE_TYPE_ACCEL: d.type = "accel"; break;
+    default: d.type = "cpu"; break;
+  }
+  ggml_backend_dev_memory(dev, &d.free, &d.total);
+  return d;
+}
+
+Napi::Object DeviceObject(Napi::Env env, const DeviceSnapshot& device) {
+  Napi::Object d = Napi::Object::New(env);
+  d.Set("name", device.name);
+  d.Set("description", device.description);
+  d.Set("type", device.type);
+  d.Set("memoryFree", double(device.free));
+  d.Set("memoryTotal", double(device.total));
+  return d;
+}
+
 Napi::Value Addon::SystemInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("llamaSystemInfo", llama_print_system_info());
   Napi::Array devices = Napi::Array::New(env);
-  for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-    ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-    size_t free = 0, total = 0;
-    ggml_backend_dev_memory(dev, &free, &total);
-    Napi::Object d = Napi::Object::New(env);
-    d.Set("name", ggml_backend_dev_name(dev));
-    d.Set("description", ggml_backend_dev_description(dev));
-    const char* type = "cpu";
-    switch (ggml_backend_dev_type(dev)) {
-      case GGML_BACKEND_DEVICE_TYPE_GPU: type = "gpu"; break;
-      case GGML_BACKEND_DEVICE_TYPE_IGPU: type = "igpu"; break;
-      case GGML_BACKEND_DEVICE_TYPE_ACCEL: type = "accel"; break;
-      default: break;
-    }
-    d.Set("type", type);
-    d.Set("memoryFree", double(free));
-    d.Set("memoryTotal", double(total));
-    devices.Set(uint32_t(i), d);
-  }
+  for (size_t i = 0; i < ggml_backend_dev_count(); ++i) devices.Set(uint32_t(i), DeviceObject(env, SnapshotDevice(ggml_backend_dev_get(i))));
   o.Set("devices", devices);
   CpuBackendInfo cpu = DescribeCpuBackend();
   Napi::Object cpu_info = Napi::Object::New(env);

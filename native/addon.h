@@ -5,7 +5,17 @@
 
 #include <string>
 
+#include "ggml-backend.h"
+
 namespace minigpt {
+
+// A device as getDevices() reports it, read on any thread (a remote one's memory is a round trip).
+struct DeviceSnapshot {
+  std::string name, description, type;
+  size_t free = 0, total = 0;
+};
+DeviceSnapshot SnapshotDevice(ggml_backend_dev_t dev);
+Napi::Object DeviceObject(Napi::Env env, const DeviceSnapshot& device);
 
 class Addon : public Napi::Addon<Addon> {
  public:

@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "log.h"
 #include "mtmd_projector.h"
+#include "rpc.h"
 #include "qformer/blip2_projector.h"
 #include "session_binding.h"
 #include "worker.h"
@@ -68,6 +69,34 @@ std::shared_ptr<ModelState> NativeModel::Load(const LoadOptions& options, const 
   params.progress_callback = OnLoadProgress;  // also silences llama.cpp's progress dots
   params.progress_callback_user_data = &relay;
   if (!options.use_mmap) params.load_mode = LLAMA_LOAD_MODE_NONE;
+  // With RPC servers the devices are named: the servers' (first, as llama.cpp orders them, so
+  // that fewer activations cross the network), then this machine's GPUs.
+  std::vector<ggml_backend_dev_t> devices;
+  std::vector<float> split;
+  if (!options.rpc_servers.empty()) {
+    devices = RpcDevices(options.rpc_servers);
+    bool gpu = false;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+      ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+      if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_GPU) gpu = true;
+    }
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+      ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+      const auto type = ggml_backend_dev_type(dev);
+      if (type == GGML_BACKEND_DEVICE_TYPE_GPU || (!gpu && type == GGML_BACKEND_DEVICE_TYPE_IGPU)) devices.push_back(dev);
+    }
+    devices.push_back(nullptr);
+    params.devices = devices.data();
+  }
+  if (!options.tensor_split.empty()) {
+    const size_t n_devices = devices.empty() ? 0 : devices.size() - 1;
+    if (options.tensor_split.size() != n_devices)
+      throw NativeError("ERR_INVALID_ARGUMENT", "tensorSplit has " + std::to_string(options.tensor_split.size()) + " shares but the model is split over " +
+                                                    std::to_string(n_devices) + " devices (the RPC servers' devices, then this machine's GPUs)");
+    split = options.tensor_split;
+    split.resize(std::max(split.size(), llama_max_devices()), 0.0f);
+    params.tensor_split = split.data();
+  }
   state->model.reset(llama_model_load_from_file(options.path.c_str(), params), LlamaModelFree());
   if (abort && abort->load()) throw NativeError("ERR_ABORTED", "model load aborted");
   if (!state->model) throw NativeError("ERR_MODEL_LOAD", "llama.cpp could not load the model " + options.path + log.Suffix());

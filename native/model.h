@@ -39,6 +39,8 @@ struct LoadOptions {
   int threads = 4;
   int gpu_layers = 0;
   bool use_mmap = true;
+  std::vector<std::string> rpc_servers;  // host:port of each, already probed (src/rpc/probe.ts)
+  std::vector<float> tensor_split;       // per device (remote first, then local GPUs); empty: by free memory
 };
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {

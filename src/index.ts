@@ -22,6 +22,7 @@ export {
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { configure, getDevices, getSystemInfo } from './system.js';
+export { getRpcDevices } from './rpc/index.js';
 export type { ConfigureOptions, SystemInfo } from './system.js';
 export type { NativeDevice as Device, NativeCpuBackend as CpuBackend } from './native/binding.js';
 export { convertBlip2 } from './convert/blip2.js';

@@ -13,6 +13,7 @@ import { Session, type SessionOptions } from './session.js';
 import { prestartTemplateRenderer } from './template.js';
 import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, optThreads } from './validate.js';
 import { resolveForLoad, type LoadDownloadOption } from './models/index.js';
+import { checkRpcServers } from './rpc/index.js';
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -57,6 +58,18 @@ export interface LoadModelOptions {
    * A file found shorter after the load than its header requires is a {@link ModelLoadError}.
    */
   useMmap?: boolean;
+  /**
+   * `host:port` of `minigpt rpc-server`s (ggml's RPC protocol) to hold layers of the model:
+   * with them, `gpuLayers` defaults to `'max'` and the layers are shared over the servers'
+   * devices (then this machine's GPUs) by `tensorSplit`, else by their free memory; layers past
+   * `gpuLayers` stay on this CPU. The projector stays on this machine. Each server is checked
+   * (connect and the protocol's HELLO) before the load: one that is down, refuses, or speaks
+   * another version rejects with `ERR_BACKEND_LOAD` naming it. The protocol has no
+   * authentication: use servers on a private network or a tunnel (docs/rpc.md).
+   */
+  rpcServers?: string[];
+  /** With `rpcServers`: each device's share of the layers, the servers' devices first (in order), then local GPUs. */
+  tensorSplit?: number[];
   /** Called with load progress in (0, 1], increasing. If it throws, loading is aborted with that error as `cause`. */
   onProgress?: (progress: number) => void;
   /** Aborts the load (and a download it makes, leaving a part file the next load resumes). */
@@ -110,14 +123,24 @@ const IDLE_CONTEXT_MS = 60_000;
 /** Below this share of free memory, an unused context is freed at once. */
 const LOW_MEMORY_FRACTION = 0.1;
 
-const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal', 'download'] as const;
+const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal', 'download', 'rpcServers', 'tensorSplit'] as const;
 
-function resolveGpuLayers(value: unknown): number | 'auto' {
-  if (value === undefined) return 0;
+function resolveGpuLayers(value: unknown, rpc: boolean): number | 'auto' {
+  if (value === undefined) return rpc ? -1 : 0;  // with RPC servers, the layers go to them
+  if (value === 'auto' && rpc) throw new InvalidArgumentError("gpuLayers: 'auto' does not fit layers to RPC servers yet; give a number of layers, or 'max' (the default with rpcServers)");
   if (value === 'max') return -1;  // llama.cpp: every layer
   if (value === 'auto') return 'auto';
   if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 100000) return value;
   throw new InvalidArgumentError(`Expected integer between 0 and 100000, 'auto' or 'max' for gpuLayers but received ${JSON.stringify(value)}`);
+}
+
+function optTensorSplit(value: unknown, rpc: boolean): number[] | undefined {
+  if (value === undefined) return undefined;
+  if (!rpc) throw new InvalidArgumentError('tensorSplit is for models split over rpcServers (their devices, then local GPUs); without rpcServers it is not used');
+  if (!Array.isArray(value) || value.length === 0 || value.some((v) => typeof v !== 'number' || !Number.isFinite(v) || v < 0) || !value.some((v) => v > 0)) {
+    throw new InvalidArgumentError(`tensorSplit must be an array of shares >= 0 (at least one above 0), one per device, but received ${JSON.stringify(value)}`);
+  }
+  return [...value] as number[];
 }
 
 /**
@@ -135,7 +158,9 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   if (options === undefined) throw new InvalidArgumentError('loadModel needs an options object with at least `model`');
   const threads = optThreads(o, 'threads', Math.min(8, availableParallelism()));
   const contextSize = optInteger(o, 'contextSize', 16, 1 << 24);
-  const gpuLayersOption = resolveGpuLayers(o.gpuLayers);
+  const rpc = o.rpcServers !== undefined;
+  const gpuLayersOption = resolveGpuLayers(o.gpuLayers, rpc);
+  const tensorSplit = optTensorSplit(o.tensorSplit, rpc);
   const parallelSessions = optInteger(o, 'parallelSessions', 1, 256, 1);
   const useMmap = optBoolean(o, 'useMmap', true);
   const onProgress = optFunction<(p: number) => void>(o, 'onProgress');
@@ -143,6 +168,8 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   throwIfAborted(signal);
   // hf: URIs, URLs and catalog names become files in the cache before any check reads them.
   const { modelPath, projectorPath } = await resolveForLoad(o.model, o.projector, o.download, signal);
+  // Checked before ggml's RPC client sees them: it ends the process on a server that is down.
+  const rpcServers = rpc ? (await checkRpcServers(o.rpcServers, 'rpcServers', signal)).map((e) => e.text) : undefined;
 
   // Loaded first (10 ms), so that the check's thread and the template renderer start beside it.
   const addon = binding();
@@ -170,7 +197,11 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const onAbort = () => flag.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const native = await addon.loadModel({ path: modelPath, projectorPath, projectorKind: plan.projectorKind ?? 'mtmd', threads, gpuLayers, useMmap }, progress, flag);
+    const native = await addon.loadModel(
+      { path: modelPath, projectorPath, projectorKind: plan.projectorKind ?? 'mtmd', threads, gpuLayers, useMmap, ...(rpcServers ? { rpcServers } : {}), ...(tensorSplit ? { tensorSplit } : {}) },
+      progress,
+      flag,
+    );
     // Progress calls cross threads asynchronously: let the last ones run before deciding.
     await new Promise((resolve) => setImmediate(resolve));
     if (callbackError !== undefined) {
@@ -185,7 +216,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
       projectorType: plan.projectorType,
       promptTemplate: plan.promptTemplate,
       resizeTo: plan.resizeTo,
-      gpuLayers: addon.systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? gpuLayers : 0,
+      gpuLayers: rpcServers || addon.systemInfo().devices.some((d) => d.type === 'gpu' || d.type === 'igpu') ? gpuLayers : 0,
       modelPath,
       projectorPath: projectorPath ?? null,
     });

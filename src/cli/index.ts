@@ -10,6 +10,7 @@
  *   minigpt convert --llama -o out.gguf <folder|.bin>  (a LLaMA / Vicuna language model)
  *   minigpt quantize in.gguf out.gguf Q4_K_M
  *   minigpt serve --model m.gguf [--projector p.gguf] [--port 8080] [--parallel N] ...
+ *   minigpt rpc-server [--host 127.0.0.1] [--port 50052] [--threads N] [--cache DIR] [--device NAME,...]
  *   minigpt build [--gpu cuda|vulkan|metal]
  * Exit codes: 0 done, 1 the work failed (one line `minigpt: <message> [<code>]`), 2 the command
  * line is wrong (one line naming the problem and pointing to --help), 130 a pull stopped by
@@ -25,6 +26,7 @@ import { describe, describeUsage } from './describe.js';
 import { models, modelsUsage } from './models.js';
 import { pull, pullUsage } from './pull.js';
 import { rm, rmUsage } from './rm.js';
+import { rpcServer, rpcServerUsage } from './rpc-server.js';
 import { serve, serveUsage } from './serve.js';
 
 const commands: Record<string, { run: (argv: string[]) => number | Promise<number>; usage: string }> = {
@@ -35,11 +37,12 @@ const commands: Record<string, { run: (argv: string[]) => number | Promise<numbe
   convert: { run: (argv) => (argv.includes('--llama') ? convertLlamaCommand(argv) : convert(argv)), usage: `${convertUsage}${convertLlamaUsage}` },
   quantize: { run: quantizeCommand, usage: quantizeUsage },
   serve: { run: serve, usage: serveUsage },
+  'rpc-server': { run: rpcServer, usage: rpcServerUsage },
   build: { run: build, usage: buildUsage },
 };
 
 const usage = `Usage:
-${describeUsage}${pullUsage}${modelsUsage}${rmUsage}${convertUsage}${convertLlamaUsage}${quantizeUsage}${serveUsage}${buildUsage}  minigpt help [<command>]   this text, or one command's (also: minigpt <command> --help)
+${describeUsage}${pullUsage}${modelsUsage}${rmUsage}${convertUsage}${convertLlamaUsage}${quantizeUsage}${serveUsage}${rpcServerUsage}${buildUsage}  minigpt help [<command>]   this text, or one command's (also: minigpt <command> --help)
 `;
 
 const unknownCommand = (name: string) =>

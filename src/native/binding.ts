@@ -132,7 +132,17 @@ export interface NativeCpuBackend {
 export interface Binding {
   setErrorFactory(make: (code: string, message: string) => Error): void;
   loadModel(
-    options: { path: string; projectorPath?: string; projectorKind: 'mtmd' | 'blip2'; threads: number; gpuLayers: number; useMmap: boolean },
+    options: {
+      path: string;
+      projectorPath?: string;
+      projectorKind: 'mtmd' | 'blip2';
+      threads: number;
+      gpuLayers: number;
+      useMmap: boolean;
+      /** host:port of servers already checked by src/rpc (ggml's client aborts on a bad one). */
+      rpcServers?: string[];
+      tensorSplit?: number[];
+    },
     onProgress: ((p: number) => void) | undefined,
     abort: NativeAbortFlag | undefined,
   ): Promise<NativeModel>;
@@ -150,6 +160,10 @@ export interface Binding {
   napiVersion: number;
   /** llama_model_quantize on the libuv pool; ftype -1 is llama-quantize's COPY. Progress comes per tensor. */
   quantize(input: string, output: string, ftype: number, threads: number, abort: NativeAbortFlag | undefined, onProgress: ((p: number) => void) | undefined): Promise<void>;
+  /** The devices of RPC servers already checked by src/rpc, with their memory (a round trip each). */
+  rpcDevices(endpoints: string[]): Promise<NativeDevice[]>;
+  /** ggml's RPC server on a libuv pool thread; rejects (ERR_BACKEND_LOAD) only if it stops. */
+  rpcServe(options: { endpoint: string; threads: number; cacheDir?: string; devices?: string[] }): Promise<never>;
 }
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

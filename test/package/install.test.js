@@ -85,8 +85,10 @@ test('the tarball carries the prebuild and the pruned llama.cpp source, no build
   const prebuilt = readdirSync(join(pkg, 'prebuilds', platform));
   assert.ok(prebuilt.includes('minigpt.node') && prebuilt.includes('build-info.json'));
   assert.ok(prebuilt.filter((f) => /ggml-cpu-/.test(f)).length >= 2, `CPU variants shipped: ${prebuilt.join(' ')}`);
+  // The RPC backend (rpcServers, minigpt rpc-server) is a loadable library like the CPU variants.
+  assert.ok(prebuilt.some((f) => /ggml-rpc\.(so|dylib|dll)$/.test(f)), `RPC backend shipped: ${prebuilt.join(' ')}`);
   assert.ok(!existsSync(join(pkg, 'build')), 'no local build in the tarball');
-  for (const dir of ['ggml/src/ggml-cpu', 'src', 'include', 'tools/mtmd', 'vendor']) {
+  for (const dir of ['ggml/src/ggml-cpu', 'ggml/src/ggml-rpc', 'src', 'include', 'tools/mtmd', 'vendor']) {
     assert.ok(existsSync(join(pkg, 'deps', 'llama.cpp', dir)), `deps/llama.cpp/${dir} shipped`);
   }
   for (const dir of ['tests', 'examples', 'common', 'ggml/src/ggml-sycl', '.git']) {
