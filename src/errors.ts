@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_NO_BINARY'
   | 'ERR_BACKEND_LOAD'
+  | 'ERR_BACKEND_LOST'
   | 'ERR_DOWNLOAD'
   | 'ERR_NATIVE';
 

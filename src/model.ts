@@ -8,7 +8,8 @@ import { ImageEmbedding } from './embedding.js';
 import { decodeImage, type DecodeOptions, type ImageInput } from './image.js';
 import { DisposeGuard } from './lifetime.js';
 import { checkLoadedFiles, planLoadOffThread } from './load-plan/index.js';
-import { binding, type NativeModel } from './native/binding.js';
+import { binding, bindingConfigForChild, type NativeModel } from './native/binding.js';
+import { explainDeath, loadInIsolation } from './isolate/index.js';
 import { Session, type SessionOptions } from './session.js';
 import { prestartTemplateRenderer } from './template.js';
 import { checkKeys, checkWellFormed, optBoolean, optFunction, optInteger, optSignal, optThreads } from './validate.js';
@@ -68,6 +69,13 @@ export interface LoadModelOptions {
    * authentication: use servers on a private network or a tunnel (docs/rpc.md).
    */
   rpcServers?: string[];
+  /**
+   * Runs the model in a process of its own, behind the same API: what kills that process (a
+   * GPU driver reset, the OOM killer, an RPC server going away, on which ggml's client aborts)
+   * rejects the running and later calls with `ERR_BACKEND_LOST` instead of ending the app, which
+   * can then load the model again. Default: true with `rpcServers`, else false.
+   */
+  isolate?: boolean;
   /** With `rpcServers`: each device's share of the layers, the servers' devices first (in order), then local GPUs. */
   tensorSplit?: number[];
   /** Called with load progress in (0, 1], increasing. If it throws, loading is aborted with that error as `cause`. */
@@ -123,7 +131,7 @@ const IDLE_CONTEXT_MS = 60_000;
 /** Below this share of free memory, an unused context is freed at once. */
 const LOW_MEMORY_FRACTION = 0.1;
 
-const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal', 'download', 'rpcServers', 'tensorSplit'] as const;
+const loadKeys = ['model', 'projector', 'threads', 'contextSize', 'gpuLayers', 'parallelSessions', 'useMmap', 'onProgress', 'signal', 'download', 'rpcServers', 'tensorSplit', 'isolate'] as const;
 
 function resolveGpuLayers(value: unknown, rpc: boolean): number | 'auto' {
   if (value === undefined) return rpc ? -1 : 0;  // with RPC servers, the layers go to them
@@ -161,6 +169,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const rpc = o.rpcServers !== undefined;
   const gpuLayersOption = resolveGpuLayers(o.gpuLayers, rpc);
   const tensorSplit = optTensorSplit(o.tensorSplit, rpc);
+  const isolate = optBoolean(o, 'isolate', rpc);
   const parallelSessions = optInteger(o, 'parallelSessions', 1, 256, 1);
   const useMmap = optBoolean(o, 'useMmap', true);
   const onProgress = optFunction<(p: number) => void>(o, 'onProgress');
@@ -197,11 +206,19 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const onAbort = () => flag.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const native = await addon.loadModel(
-      { path: modelPath, projectorPath, projectorKind: plan.projectorKind ?? 'mtmd', threads, gpuLayers, useMmap, ...(rpcServers ? { rpcServers } : {}), ...(tensorSplit ? { tensorSplit } : {}) },
-      progress,
-      flag,
-    );
+    const loadOptions = {
+      path: modelPath,
+      ...(projectorPath !== undefined ? { projectorPath } : {}),
+      projectorKind: plan.projectorKind ?? 'mtmd',
+      threads,
+      gpuLayers,
+      useMmap,
+      ...(rpcServers ? { rpcServers } : {}),
+      ...(tensorSplit ? { tensorSplit } : {}),
+    } as const;
+    const native = isolate
+      ? await loadInIsolation(loadOptions, bindingConfigForChild(), progress, flag, explainDeath(rpcServers))
+      : await addon.loadModel(loadOptions, progress, flag);
     // Progress calls cross threads asynchronously: let the last ones run before deciding.
     await new Promise((resolve) => setImmediate(resolve));
     if (callbackError !== undefined) {

@@ -192,6 +192,11 @@ export function setBindingConfig(next: BindingConfig): void {
   config = { ...config, ...next };
 }
 
+/** What a child process needs to load the very addon (and extra backends) this one uses. */
+export function bindingConfigForChild(): BindingConfig {
+  return { binaryPath: binding().systemInfo().addonPath, ...(config.backends ? { backends: [...config.backends] } : {}) };
+}
+
 /** Backend libraries that could not be registered, with why; shown by getSystemInfo(). */
 export const backendErrors: string[] = [];
 

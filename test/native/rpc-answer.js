@@ -4,7 +4,12 @@
 import { readFile } from 'node:fs/promises';
 import { loadModel } from '../../dist/index.js';
 
-const { options, image } = JSON.parse(process.argv[2]);
+const { options, image, before } = JSON.parse(process.argv[2]);
+if (before) {
+  // A model loaded and let go first, in this same process.
+  await (await loadModel({ threads: 1, ...before })).dispose();
+  process.stderr.write('\n=== the model under test ===\n');
+}
 const model = await loadModel({ threads: 1, ...options });
 const greedy = { temperature: 0, maxTokens: 16 };
 const text = await model.createSession().ask('Say something about the sea.', greedy);

@@ -45,8 +45,8 @@ async function startRpcServer() {
   }
 }
 
-async function answer(options) {
-  const { stdout, stderr } = await promisify(execFile)(process.execPath, [answerScript, JSON.stringify({ options, image: fx.images.png })], {
+async function answer(options, before) {
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [answerScript, JSON.stringify({ options, image: fx.images.png, before })], {
     env: { ...process.env, MINIGPT_LOG: 'info' },
     timeout: 120_000,
     maxBuffer: 64 << 20,
@@ -93,11 +93,11 @@ for (const [name, projector] of [['a libmtmd projector', () => fx.projector], ['
   });
 }
 
-test('a model loaded after a split one, without rpcServers, stays local', { timeout: 120_000 }, async () => {
-  const split = await loadModel({ model: fx.model, threads: 1, rpcServers: [a.endpoint] });
-  await split.dispose();
-  const { log } = await answer({ model: fx.model, projector: fx.projector });
-  assert.doesNotMatch(log, /RPC\d.*model buffer size/);
+test('a model loaded after a split one in the same process, without rpcServers, stays local', { timeout: 120_000 }, async () => {
+  const { log } = await answer({ model: fx.model, projector: fx.projector }, { model: fx.model, rpcServers: [a.endpoint], isolate: false });
+  const [first, second] = log.split('=== the model under test ===');
+  assert.match(first, /RPC\d+\[.*\] model buffer size/, 'the first model was split');
+  assert.doesNotMatch(second, /RPC\d+.*model buffer size/);
 });
 
 test('servers that are down, closed, or speak another protocol or version are ERR_BACKEND_LOAD naming them', { timeout: 60_000 }, async () => {
@@ -140,6 +140,35 @@ test('servers that are down, closed, or speak another protocol or version are ER
   } finally {
     for (const s of [http, older, hangup]) s.close();
   }
+});
+
+test('a server killed mid-stream: ERR_BACKEND_LOST naming it on the stream, the app lives and loads again', { timeout: 120_000 }, async () => {
+  const doomed = await startRpcServer();
+  // Isolated by default with rpcServers: ggml's client aborts the process that holds the model.
+  const model = await loadModel({ model: fx.model, threads: 1, contextSize: 1024, rpcServers: [a.endpoint, doomed.endpoint] });
+  const session = model.createSession();
+  let pieces = 0;
+  const started = performance.now();
+  await assert.rejects(
+    (async () => {
+      for await (const _ of session.stream('Go on and on.', { temperature: 0, maxTokens: 100_000 })) {
+        if (++pieces === 3) doomed.child.kill('SIGKILL');
+      }
+    })(),
+    (err) => {
+      assert.equal(err.code, 'ERR_BACKEND_LOST');
+      assert.ok(err.message.includes(doomed.endpoint), err.message);
+      assert.ok(!err.message.includes(a.endpoint), err.message);
+      return true;
+    },
+  );
+  assert.ok(pieces < 200, `${pieces} pieces after the kill`);
+  assert.ok(performance.now() - started < 60_000);
+  await assert.rejects(model.createSession().ask('Still there?'), { code: 'ERR_BACKEND_LOST' });
+  await model.dispose();
+  const again = await loadModel({ model: fx.model, threads: 1, rpcServers: [a.endpoint] });
+  assert.ok((await again.createSession().ask('Hi', { temperature: 0, maxTokens: 4 })).length > 0);
+  await again.dispose();
 });
 
 test('malformed rpcServers and tensorSplit are ERR_INVALID_ARGUMENT before anything connects', async () => {

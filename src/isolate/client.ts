@@ -1,0 +1,307 @@
+/**
+ * @internal
+ * A model in a process of its own, behind the same native interface the library uses in-process
+ * (NativeModel, NativeSession, NativeGeneration, NativeEmbedding), so that Model, Session and
+ * ImageEmbedding run unchanged on top of it. The generation loop stays in C++ in that process;
+ * each next() is one round trip, while the loop there keeps filling its queue. When the process
+ * dies, everything pending and everything asked later fails with ERR_BACKEND_LOST.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { errorFromCode, MinigptError } from '../errors.js';
+import type {
+  BindingConfig,
+  NativeAbortFlag,
+  NativeEmbedding,
+  NativeEnd,
+  NativeGenerateOptions,
+  NativeGeneration,
+  NativeModel,
+  NativeModelInfo,
+  NativePieces,
+  NativePromptPart,
+  NativeSession,
+  NativeSessionStats,
+} from '../native/binding.js';
+import type { EncodeReply, LoadReply, LoadRequest, NextReply, Reply, Request, Signal, WireError, WirePromptPart } from './protocol.js';
+
+const hostScript = fileURLToPath(new URL('./host.js', import.meta.url));
+// The native abort flags the library raises are polled: they are plain native objects.
+const ABORT_POLL_MS = 25;
+
+/** Says, once the host process has died, what to tell the caller. */
+export type DeathExplainer = (exit: { code: number | null; signal: NodeJS.Signals | null; stderr: string }) => Promise<MinigptError>;
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+  onProgress?: (p: number) => void;
+}
+
+const emptyStats: NativeSessionStats = { promptTokens: 0, reusedTokens: 0, evaluatedTokens: 0, generatedTokens: 0, totalEvaluatedTokens: 0, totalGeneratedTokens: 0, contextUsed: 0 };
+
+class HostConnection {
+  readonly #child: ChildProcess;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #dead: MinigptError | undefined;
+  #dying: Promise<MinigptError>;
+  #stderr = '';
+
+  constructor(explain: DeathExplainer) {
+    this.#child = fork(hostScript, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    this.#child.stderr?.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      this.#stderr = (this.#stderr + chunk.toString()).slice(-4096);
+    });
+    this.#child.on('message', (m: Reply) => this.#onMessage(m));
+    this.#dying = new Promise((resolve) => {
+      this.#child.once('exit', (code, signal) => {
+        void explain({ code, signal, stderr: this.#stderr }).then((err) => {
+          this.#dead = err;
+          for (const p of this.#pending.values()) p.reject(err);
+          this.#pending.clear();
+          resolve(err);
+        });
+      });
+    });
+    this.#updateRef();
+  }
+
+  /** The error every call gets once the process has died, or undefined while it lives. */
+  get dead(): MinigptError | undefined {
+    return this.#dead;
+  }
+
+  newId(): number {
+    return this.#nextId++;
+  }
+
+  request<T>(message: DistributiveOmit<Request, 'id'>, options: { flag?: NativeAbortFlag; onProgress?: (p: number) => void; id?: number } = {}): Promise<T> {
+    if (this.#dead) return Promise.reject(this.#dead);
+    const id = options.id ?? this.newId();
+    return new Promise<T>((resolve, reject) => {
+      let poll: NodeJS.Timeout | undefined;
+      const done = () => {
+        if (poll) clearInterval(poll);
+        this.#pending.delete(id);
+        this.#updateRef();
+      };
+      this.#pending.set(id, {
+        resolve: (v) => {
+          done();
+          resolve(v as T);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+        ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      });
+      const flag = options.flag;
+      if (flag) {
+        poll = setInterval(() => {
+          if (!flag.aborted) return;
+          clearInterval(poll);
+          poll = undefined;
+          this.signal({ t: 'abortRequest', id });
+        }, ABORT_POLL_MS);
+        poll.unref();
+      }
+      this.#updateRef();
+      this.#child.send({ ...message, id } as Request);
+    });
+  }
+
+  signal(message: Signal): void {
+    if (!this.#dead && this.#child.connected) this.#child.send(message);
+  }
+
+  /** Ends the process (after a dispose, or a failed load) and waits for it. */
+  async close(): Promise<void> {
+    if (this.#child.exitCode === null && this.#child.signalCode === null) {
+      this.#child.ref();  // the app waits for the exit, as for any other call
+      if (this.#child.connected) this.#child.disconnect();
+      await this.#dying;
+    }
+  }
+
+  #onMessage(m: Reply): void {
+    const p = this.#pending.get(m.id);
+    if (!p) return;
+    if (m.t === 'progress') p.onProgress?.(m.progress);
+    else if (m.error) p.reject(errorFromCode(m.error.code, m.error.message));
+    else p.resolve(m.value);
+  }
+
+  // Waiting requests keep the app's event loop alive, as a native call in progress does; an idle
+  // model in another process must not.
+  #updateRef(): void {
+    const busy = this.#pending.size > 0;
+    const channel = (this.#child as ChildProcess & { channel?: { ref(): void; unref(): void } }).channel;
+    if (busy) {
+      this.#child.ref();
+      channel?.ref();
+    } else {
+      this.#child.unref();
+      channel?.unref();
+    }
+  }
+}
+
+function fromWire(e: WireError): MinigptError {
+  return errorFromCode(e.code, e.message);
+}
+
+class RemoteEmbedding implements NativeEmbedding {
+  #disposed = false;
+  constructor(
+    private readonly host: HostConnection,
+    readonly id: number,
+    private readonly reply: EncodeReply,
+  ) {}
+  get nTokens(): number {
+    return this.#disposed ? 0 : this.reply.nTokens;
+  }
+  get nEmbd(): number {
+    return this.#disposed ? 0 : this.reply.nEmbd;
+  }
+  toFloat32Array(): Float32Array {
+    if (this.#disposed) throw new MinigptError('ERR_DISPOSED', 'the image embedding has been disposed');
+    return this.reply.rows.slice();
+  }
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (!this.host.dead) void this.host.request({ t: 'disposeEmbedding', embedding: this.id }).catch(() => {});
+  }
+}
+
+class RemoteGeneration implements NativeGeneration {
+  readonly #started: Promise<unknown>;
+  #ended = false;
+  constructor(
+    private readonly host: HostConnection,
+    private readonly id: number,
+    started: Promise<unknown>,
+    private readonly onStats: (s: NativeSessionStats) => void,
+  ) {
+    this.#started = started;
+    started.catch(() => {});
+  }
+
+  async next(): Promise<NativePieces | NativeEnd> {
+    if (this.#ended) return { done: true, stopReason: 'abort' };
+    try {
+      await this.#started;
+      const reply = await this.host.request<NextReply>({ t: 'next', generation: this.id });
+      this.onStats(reply.stats);
+      if ('pieces' in reply) return reply.pieces;
+      this.#ended = true;
+      const end = reply.end;
+      return { done: true, stopReason: end.stopReason as NativeEnd['stopReason'], ...(end.error ? { error: fromWire(end.error) } : {}) };
+    } catch (err) {
+      // The generation could not start, or the process died: the stream ends with this error.
+      this.#ended = true;
+      return { done: true, stopReason: 'error', error: err as Error };
+    }
+  }
+
+  abort(): void {
+    this.host.signal({ t: 'abortGeneration', generation: this.id });
+  }
+}
+
+class RemoteSession implements NativeSession {
+  #stats: NativeSessionStats = { ...emptyStats };
+  constructor(
+    private readonly host: HostConnection,
+    private readonly id: number,
+    private readonly created: Promise<unknown>,
+  ) {
+    created.catch(() => {});
+  }
+
+  generate(parts: NativePromptPart[], options: NativeGenerateOptions): NativeGeneration {
+    const generation = this.host.newId();
+    const wire: WirePromptPart[] = parts.map((p) => (p instanceof RemoteEmbedding ? { embedding: p.id } : (p as Exclude<NativePromptPart, NativeEmbedding>)));
+    const started = this.created.then(() => this.host.request({ t: 'generate', session: this.id, generation, parts: wire, options }));
+    return new RemoteGeneration(this.host, generation, started, (s) => (this.#stats = s));
+  }
+
+  stats(): NativeSessionStats {
+    return { ...this.#stats };
+  }
+
+  reset(): void {
+    this.#stats = { ...this.#stats, contextUsed: 0 };
+    void this.host.request({ t: 'reset', session: this.id }).catch(() => {});
+  }
+
+  dispose(): void {
+    void this.host.request({ t: 'disposeSession', session: this.id }).catch(() => {});
+  }
+}
+
+class RemoteModel implements NativeModel {
+  constructor(
+    private readonly host: HostConnection,
+    private readonly loadedInfo: NativeModelInfo,
+  ) {}
+
+  info(): NativeModelInfo {
+    return this.loadedInfo;
+  }
+
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean, abort?: NativeAbortFlag): Promise<Int32Array> {
+    return this.host.request({ t: 'tokenize', text, addSpecial, parseSpecial }, abort ? { flag: abort } : {});
+  }
+
+  detokenize(tokens: Int32Array, special: boolean): Promise<string> {
+    return this.host.request({ t: 'detokenize', tokens, special });
+  }
+
+  async encodeImage(rgb: Uint8Array, width: number, height: number, abort?: NativeAbortFlag): Promise<NativeEmbedding> {
+    const embedding = this.host.newId();
+    const reply = await this.host.request<EncodeReply>({ t: 'encode', embedding, rgb, width, height }, abort ? { flag: abort } : {});
+    return new RemoteEmbedding(this.host, embedding, reply);
+  }
+
+  createSession(options: { contextSize: number; batchSize?: number; threads?: number; parallel?: number }): NativeSession {
+    const session = this.host.newId();
+    return new RemoteSession(this.host, session, this.host.request({ t: 'createSession', session, options }));
+  }
+
+  async trimIdleContexts(): Promise<void> {
+    if (this.host.dead) return;
+    await this.host.request({ t: 'trim' }).catch(() => {});
+  }
+
+  async dispose(): Promise<void> {
+    if (!this.host.dead) await this.host.request({ t: 'dispose' }).catch(() => {});
+    await this.host.close();
+  }
+}
+
+/**
+ * Starts a process, loads the model there, and returns it behind the native interface.
+ * @param explain Turns the process's death into the error callers get (it may probe RPC servers).
+ */
+export async function loadInIsolation(
+  options: LoadRequest,
+  bindingConfig: BindingConfig,
+  onProgress: ((p: number) => void) | undefined,
+  abort: NativeAbortFlag | undefined,
+  explain: DeathExplainer,
+): Promise<NativeModel> {
+  const host = new HostConnection(explain);
+  try {
+    const reply = await host.request<LoadReply>({ t: 'load', binding: bindingConfig, options }, { ...(abort ? { flag: abort } : {}), ...(onProgress ? { onProgress } : {}) });
+    return new RemoteModel(host, reply.info);
+  } catch (err) {
+    await host.close();
+    throw err;
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * @internal
+ * Messages between a model's own process (host.ts) and the process using it (client.ts). Every
+ * request carries an id and gets one reply with that id; native objects living in the host are
+ * named by ids the client chose.
+ */
+import type { BindingConfig, NativeGenerateOptions, NativeModelInfo, NativeSessionStats } from '../native/binding.js';
+
+export interface LoadRequest {
+  path: string;
+  projectorPath?: string;
+  projectorKind: 'mtmd' | 'blip2';
+  threads: number;
+  gpuLayers: number;
+  useMmap: boolean;
+  rpcServers?: string[];
+  tensorSplit?: number[];
+}
+
+/** A prompt part: text as the binding takes it, or an embedding held by the host. */
+export type WirePromptPart = { text: string; addSpecial: boolean; plain?: number[] } | { embedding: number };
+
+export type Request =
+  | { t: 'load'; id: number; binding: BindingConfig; options: LoadRequest }
+  | { t: 'tokenize'; id: number; text: string; addSpecial: boolean; parseSpecial: boolean }
+  | { t: 'detokenize'; id: number; tokens: Int32Array; special: boolean }
+  | { t: 'encode'; id: number; embedding: number; rgb: Uint8Array; width: number; height: number }
+  | { t: 'createSession'; id: number; session: number; options: { contextSize: number; batchSize?: number; threads?: number; parallel?: number } }
+  | { t: 'generate'; id: number; session: number; generation: number; parts: WirePromptPart[]; options: NativeGenerateOptions }
+  | { t: 'next'; id: number; generation: number }
+  | { t: 'reset'; id: number; session: number }
+  | { t: 'disposeSession'; id: number; session: number }
+  | { t: 'disposeEmbedding'; id: number; embedding: number }
+  | { t: 'trim'; id: number }
+  | { t: 'dispose'; id: number };
+
+/** Fire and forget: raise the abort flag of a request, or abort a generation. */
+export type Signal = { t: 'abortRequest'; id: number } | { t: 'abortGeneration'; generation: number };
+
+export interface WireError {
+  code: string;
+  message: string;
+}
+
+export type NextReply = { pieces: Array<number | string>; stats: NativeSessionStats } | { end: { stopReason: string; error?: WireError }; stats: NativeSessionStats };
+
+export type Reply = { t: 'reply'; id: number; value?: unknown; error?: WireError } | { t: 'progress'; id: number; progress: number };
+
+export interface LoadReply {
+  info: NativeModelInfo;
+}
+
+export interface EncodeReply {
+  nTokens: number;
+  nEmbd: number;
+  rows: Float32Array;
+}
