@@ -23,7 +23,7 @@ import type {
   NativeSession,
   NativeSessionStats,
 } from '../native/binding.js';
-import type { EncodeReply, LoadReply, LoadRequest, NextReply, Reply, Request, Signal, WireError, WirePromptPart } from './protocol.js';
+import { GENERATION_WINDOW, type EncodeReply, type GenerationOutput, type LoadReply, type LoadRequest, type Reply, type Request, type Signal, type WireError, type WirePromptPart } from './protocol.js';
 
 const hostScript = fileURLToPath(new URL('./host.js', import.meta.url));
 // The native abort flags the library raises are polled: they are plain native objects.
@@ -45,6 +45,7 @@ const emptyStats: NativeSessionStats = { promptTokens: 0, reusedTokens: 0, evalu
 class HostConnection {
   readonly #child: ChildProcess;
   readonly #pending = new Map<number, Pending>();
+  readonly #generations = new Map<number, RemoteGeneration>();
   #nextId = 1;
   #dead: MinigptError | undefined;
   #dying: Promise<MinigptError>;
@@ -63,6 +64,9 @@ class HostConnection {
           this.#dead = err;
           for (const p of this.#pending.values()) p.reject(err);
           this.#pending.clear();
+          for (const g of this.#generations.values()) g.fail(err);
+          this.#generations.clear();
+          this.#updateRef();
           resolve(err);
         });
       });
@@ -115,6 +119,17 @@ class HostConnection {
     });
   }
 
+  /** Routes a generation's pushed output to it until its end; it keeps the app alive meanwhile. */
+  follow(id: number, generation: RemoteGeneration): void {
+    this.#generations.set(id, generation);
+    this.#updateRef();
+  }
+
+  unfollow(id: number): void {
+    this.#generations.delete(id);
+    this.#updateRef();
+  }
+
   signal(message: Signal): void {
     if (!this.#dead && this.#child.connected) this.#child.send(message);
   }
@@ -129,6 +144,10 @@ class HostConnection {
   }
 
   #onMessage(m: Reply): void {
+    if (m.t === 'generation') {
+      this.#generations.get(m.generation)?.push(m.output);
+      return;
+    }
     const p = this.#pending.get(m.id);
     if (!p) return;
     if (m.t === 'progress') p.onProgress?.(m.progress);
@@ -139,7 +158,7 @@ class HostConnection {
   // Waiting requests keep the app's event loop alive, as a native call in progress does; an idle
   // model in another process must not.
   #updateRef(): void {
-    const busy = this.#pending.size > 0;
+    const busy = this.#pending.size > 0 || this.#generations.size > 0;
     const channel = (this.#child as ChildProcess & { channel?: { ref(): void; unref(): void } }).channel;
     if (busy) {
       this.#child.ref();
@@ -180,33 +199,52 @@ class RemoteEmbedding implements NativeEmbedding {
 }
 
 class RemoteGeneration implements NativeGeneration {
-  readonly #started: Promise<unknown>;
+  readonly #outputs: GenerationOutput[] = [];
+  #waiting: ((output: GenerationOutput) => void) | undefined;
   #ended = false;
+  #consumed = 0;
+
   constructor(
     private readonly host: HostConnection,
     private readonly id: number,
     started: Promise<unknown>,
     private readonly onStats: (s: NativeSessionStats) => void,
   ) {
-    this.#started = started;
-    started.catch(() => {});
+    host.follow(id, this);
+    // A generation that could not start (a bad prompt part, the process gone) ends with why.
+    started.catch((err: MinigptError) => this.fail(err));
+  }
+
+  /** @internal From HostConnection: the host's next output. */
+  push(output: GenerationOutput): void {
+    if ('end' in output) this.host.unfollow(this.id);
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    if (waiting) waiting(output);
+    else this.#outputs.push(output);
+  }
+
+  /** @internal The generation cannot go on: the process died, or it never started. */
+  fail(err: MinigptError): void {
+    this.push({ end: { stopReason: 'error', error: { code: err.code, message: err.message } } });
   }
 
   async next(): Promise<NativePieces | NativeEnd> {
     if (this.#ended) return { done: true, stopReason: 'abort' };
-    try {
-      await this.#started;
-      const reply = await this.host.request<NextReply>({ t: 'next', generation: this.id });
-      this.onStats(reply.stats);
-      if ('pieces' in reply) return reply.pieces;
-      this.#ended = true;
-      const end = reply.end;
-      return { done: true, stopReason: end.stopReason as NativeEnd['stopReason'], ...(end.error ? { error: fromWire(end.error) } : {}) };
-    } catch (err) {
-      // The generation could not start, or the process died: the stream ends with this error.
-      this.#ended = true;
-      return { done: true, stopReason: 'error', error: err as Error };
+    const output = this.#outputs.shift() ?? (await new Promise<GenerationOutput>((resolve) => (this.#waiting = resolve)));
+    if ('pieces' in output) {
+      this.onStats(output.stats);
+      // Credit goes back in halves of the window: one message per many tokens.
+      this.#consumed += output.pieces.length / 2;
+      if (this.#consumed >= GENERATION_WINDOW / 2) {
+        this.host.signal({ t: 'credit', generation: this.id, pieces: this.#consumed });
+        this.#consumed = 0;
+      }
+      return output.pieces;
     }
+    this.#ended = true;
+    if (output.stats) this.onStats(output.stats);
+    return { done: true, stopReason: output.end.stopReason as NativeEnd['stopReason'], ...(output.end.error ? { error: fromWire(output.end.error) } : {}) };
   }
 
   abort(): void {

@@ -8,12 +8,19 @@
  */
 import { MinigptError } from '../errors.js';
 import { binding, setBindingConfig, type NativeEmbedding, type NativeGeneration, type NativeModel, type NativePromptPart, type NativeSession } from '../native/binding.js';
-import type { Reply, Request, Signal, WireError, WirePromptPart } from './protocol.js';
+import { GENERATION_WINDOW, type Reply, type Request, type Signal, type WireError, type WirePromptPart } from './protocol.js';
 
 let model: NativeModel | undefined;
 const sessions = new Map<number, NativeSession>();
 const embeddings = new Map<number, NativeEmbedding>();
-const generations = new Map<number, { native: NativeGeneration; session: NativeSession }>();
+interface HostGeneration {
+  native: NativeGeneration;
+  session: NativeSession;
+  /** Pieces it may still send before the client reads more. */
+  credit: number;
+  wake?: () => void;
+}
+const generations = new Map<number, HostGeneration>();
 const flags = new Map<number, { abort(): void }>();
 
 function send(message: Reply): void {
@@ -69,17 +76,10 @@ async function handle(r: Request): Promise<unknown> {
     case 'generate': {
       const session = sessions.get(r.session);
       if (!session) throw new MinigptError('ERR_DISPOSED', 'This session has been disposed');
-      generations.set(r.generation, { native: session.generate(promptParts(r.parts), r.options), session });
+      const g: HostGeneration = { native: session.generate(promptParts(r.parts), r.options), session, credit: GENERATION_WINDOW };
+      generations.set(r.generation, g);
+      void pump(r.generation, g);
       return undefined;
-    }
-    case 'next': {
-      const g = generations.get(r.generation);
-      if (!g) throw new MinigptError('ERR_NATIVE', `no generation ${r.generation}`);
-      const out = await g.native.next();
-      const stats = g.session.stats();
-      if (Array.isArray(out)) return { pieces: out, stats };
-      generations.delete(r.generation);
-      return { end: { stopReason: out.stopReason, ...(out.error ? { error: wireError(out.error) } : {}) }, stats };
     }
     case 'reset':
       sessions.get(r.session)?.reset();
@@ -103,13 +103,46 @@ async function handle(r: Request): Promise<unknown> {
   }
 }
 
+// Pushes a generation's pieces as they come, within the client's credit: one message per batch
+// the native loop delivers, none from the client per token.
+async function pump(id: number, g: HostGeneration): Promise<void> {
+  for (;;) {
+    while (g.credit <= 0) await new Promise<void>((resolve) => (g.wake = resolve));
+    const out = await g.native.next();
+    const stats = g.session.stats();
+    if (Array.isArray(out)) {
+      g.credit -= out.length / 2;
+      send({ t: 'generation', generation: id, output: { pieces: out, stats } });
+      continue;
+    }
+    generations.delete(id);
+    send({ t: 'generation', generation: id, output: { end: { stopReason: out.stopReason, ...(out.error ? { error: wireError(out.error) } : {}) }, stats } });
+    return;
+  }
+}
+
 process.on('message', (message: Request | Signal) => {
   if (message.t === 'abortRequest') {
     flags.get(message.id)?.abort();
     return;
   }
   if (message.t === 'abortGeneration') {
-    generations.get(message.generation)?.native.abort();
+    const g = generations.get(message.generation);
+    if (g) {
+      g.native.abort();
+      // What is left comes at once: the rest of the queue and the end.
+      g.credit = Number.POSITIVE_INFINITY;
+      g.wake?.();
+    }
+    return;
+  }
+  if (message.t === 'credit') {
+    const g = generations.get(message.generation);
+    if (g) {
+      g.credit += message.pieces;
+      g.wake?.();
+      g.wake = undefined;
+    }
     return;
   }
   const r = message;

@@ -27,24 +27,34 @@ export type Request =
   | { t: 'encode'; id: number; embedding: number; rgb: Uint8Array; width: number; height: number }
   | { t: 'createSession'; id: number; session: number; options: { contextSize: number; batchSize?: number; threads?: number; parallel?: number } }
   | { t: 'generate'; id: number; session: number; generation: number; parts: WirePromptPart[]; options: NativeGenerateOptions }
-  | { t: 'next'; id: number; generation: number }
   | { t: 'reset'; id: number; session: number }
   | { t: 'disposeSession'; id: number; session: number }
   | { t: 'disposeEmbedding'; id: number; embedding: number }
   | { t: 'trim'; id: number }
   | { t: 'dispose'; id: number };
 
-/** Fire and forget: raise the abort flag of a request, or abort a generation. */
-export type Signal = { t: 'abortRequest'; id: number } | { t: 'abortGeneration'; generation: number };
+/**
+ * Fire and forget: raise the abort flag of a request, abort a generation, or let a generation's
+ * host send `pieces` more pieces (it sends at most GENERATION_WINDOW pieces ahead of what the
+ * client has consumed, so a slow reader holds the generation as it does in-process).
+ */
+export type Signal = { t: 'abortRequest'; id: number } | { t: 'abortGeneration'; generation: number } | { t: 'credit'; generation: number; pieces: number };
+
+/** Pieces a generation's host may send ahead of the client's reading. */
+export const GENERATION_WINDOW = 64;
 
 export interface WireError {
   code: string;
   message: string;
 }
 
-export type NextReply = { pieces: Array<number | string>; stats: NativeSessionStats } | { end: { stopReason: string; error?: WireError }; stats: NativeSessionStats };
+/** What a generation's host pushes as its pieces come: pieces, then one end. */
+export type GenerationOutput = { pieces: Array<number | string>; stats: NativeSessionStats } | { end: { stopReason: string; error?: WireError }; stats?: NativeSessionStats };
 
-export type Reply = { t: 'reply'; id: number; value?: unknown; error?: WireError } | { t: 'progress'; id: number; progress: number };
+export type Reply =
+  | { t: 'reply'; id: number; value?: unknown; error?: WireError }
+  | { t: 'progress'; id: number; progress: number }
+  | { t: 'generation'; generation: number; output: GenerationOutput };
 
 export interface LoadReply {
   info: NativeModelInfo;
