@@ -4,18 +4,10 @@
  * request carries an id and gets one reply with that id; native objects living in the host are
  * named by ids the client chose.
  */
-import type { BindingConfig, NativeGenerateOptions, NativeModelInfo, NativeSessionStats } from '../native/binding.js';
+import type { BindingConfig, NativeGenerateOptions, NativeLoadOptions, NativeModelInfo, NativeSessionStats } from '../native/binding.js';
 
-export interface LoadRequest {
-  path: string;
-  projectorPath?: string;
-  projectorKind: 'mtmd' | 'blip2';
-  threads: number;
-  gpuLayers: number;
-  useMmap: boolean;
-  rpcServers?: string[];
-  tensorSplit?: number[];
-}
+/** The host loads with exactly the options the binding takes in-process. */
+export type LoadRequest = NativeLoadOptions;
 
 /** A prompt part: text as the binding takes it, or an embedding held by the host. */
 export type WirePromptPart = { text: string; addSpecial: boolean; plain?: number[] } | { embedding: number };

@@ -129,20 +129,22 @@ export interface NativeCpuBackend {
   features: Record<string, string>;
 }
 
+export interface NativeLoadOptions {
+  path: string;
+  projectorPath?: string;
+  projectorKind: 'mtmd' | 'blip2';
+  threads: number;
+  gpuLayers: number;
+  useMmap: boolean;
+  /** host:port of servers already checked by src/rpc (ggml's client aborts on a bad one). */
+  rpcServers?: string[];
+  tensorSplit?: number[];
+}
+
 export interface Binding {
   setErrorFactory(make: (code: string, message: string) => Error): void;
   loadModel(
-    options: {
-      path: string;
-      projectorPath?: string;
-      projectorKind: 'mtmd' | 'blip2';
-      threads: number;
-      gpuLayers: number;
-      useMmap: boolean;
-      /** host:port of servers already checked by src/rpc (ggml's client aborts on a bad one). */
-      rpcServers?: string[];
-      tensorSplit?: number[];
-    },
+    options: NativeLoadOptions,
     onProgress: ((p: number) => void) | undefined,
     abort: NativeAbortFlag | undefined,
   ): Promise<NativeModel>;
