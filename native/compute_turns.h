@@ -8,8 +8,8 @@
 // turns nobody else is waiting for. Requests that arrive together (a server's clients whose
 // answers ended at the same step) then encode and evaluate before any of them generates, and
 // generate together in full batches, as llama-server's loop does; a running answer pauses only
-// for work that asked while it ran. Decode steps cannot wait forever: encodes and prompts come
-// from callers that wait for their own answers.
+// for work that asked while it ran. After kMaxWorkStreak turns of work in a row, waiting decode
+// steps get one: an app that queues a hundred encodes still sees its streams move.
 #pragma once
 
 #include <condition_variable>
@@ -21,6 +21,8 @@ namespace minigpt {
 class ComputeTurns {
  public:
   enum class Kind { kWork, kDecodeSteps };
+  // Enough for the encodes and prompts of a server's requests that arrive together.
+  static constexpr uint64_t kMaxWorkStreak = 16;
 
   // Holds the turn from construction to destruction; waits for the earlier ones first.
   class Turn {
@@ -30,10 +32,13 @@ class ComputeTurns {
       Queue& mine = kind == Kind::kWork ? turns_.work_ : turns_.steps_;
       const uint64_t ticket = mine.next++;
       turns_.cv_.wait(lock, [&] {
-        return !turns_.busy_ && mine.serving == ticket && (kind == Kind::kWork || turns_.work_.waiting() == 0);
+        if (turns_.busy_ || mine.serving != ticket) return false;
+        const bool steps_due = turns_.work_streak_ >= kMaxWorkStreak;
+        return kind == Kind::kWork ? !(steps_due && turns_.steps_.waiting() > 0) : (steps_due || turns_.work_.waiting() == 0);
       });
       ++mine.serving;
       turns_.busy_ = true;
+      turns_.work_streak_ = kind == Kind::kWork ? turns_.work_streak_ + 1 : 0;
     }
     ~Turn() {
       {
@@ -58,6 +63,7 @@ class ComputeTurns {
   std::mutex mu_;
   std::condition_variable cv_;
   bool busy_ = false;
+  uint64_t work_streak_ = 0;  // work turns since the last decode-step turn
   Queue work_;
   Queue steps_;
 };

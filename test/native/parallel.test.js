@@ -135,3 +135,32 @@ test('a session sharing a context stops at its own share of it', async () => {
   assert.deepEqual(b.tokens.length, 32, 'the neighbour was not cut short');
   await model.dispose();
 });
+
+test('a stream keeps moving while many image encodes are queued on its model', { timeout: 120_000 }, async () => {
+  // Encodes and prompts go before decode steps (sessions started together then generate
+  // together), but only for a bounded run of turns: the stream gets a turn among them.
+  const session = alone.createSession({ template: 'none' });
+  const stream = session.stream('Go on and on', { temperature: 0, maxTokens: 400 });
+  await stream.next();
+  let encodesDone = 0;
+  let piecesDuring = 0;
+  let allEncoded = false;
+  const encodes = (async () => {
+    // Four at a time (libuv's pool), 120 in all: ample for the stream to starve without the bound.
+    const queue = Array.from({ length: 120 }, () => fx.images.pngBytes);
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (queue.length > 0) {
+        queue.pop();
+        await (await alone.encodeImage(fx.images.pngBytes)).dispose();
+        encodesDone++;
+      }
+    }));
+    allEncoded = true;
+  })();
+  for await (const _ of stream) {
+    if (encodesDone > 0 && !allEncoded) piecesDuring++;
+    if (allEncoded) break;
+  }
+  await encodes;
+  assert.ok(piecesDuring > 0, `no piece arrived while ${encodesDone} encodes ran`);
+});
