@@ -132,9 +132,9 @@ describe('help', () => {
 
 describe('usage errors: exit 2, one line naming the problem and --help', () => {
   test('unknown command, or none', async () => {
-    await usageError(['frobnicate'], /unknown command 'frobnicate'; the commands are describe, pull, models, rm, convert, quantize, serve, build and help/);
+    await usageError(['frobnicate'], /unknown command 'frobnicate'; the commands are describe, pull, models, rm, convert, quantize, serve, rpc-server, build and help/);
     await usageError(['help', 'frobnicate'], /unknown command 'frobnicate'/);
-    await usageError([], /missing the command \(describe, pull, models, rm, convert, quantize, serve, build or help\)/);
+    await usageError([], /missing the command \(describe, pull, models, rm, convert, quantize, serve, rpc-server, build or help\)/);
     await usageError(['--model', 'x'], /expected a command before the option '--model'/);
   });
 

@@ -242,7 +242,7 @@ async function nativeSession(path) {
   const native = await binding().loadModel({ path, projectorKind: 'mtmd', threads: 2, gpuLayers: 0, useMmap: true }, undefined, undefined);
   const session = native.createSession({ contextSize: 4096 });
   const promptTokens = async (parts) => {
-    const gen = session.generate(parts, { maxTokens: 0, temperature: 0, topK: 1, topP: 1, minP: 0, repeatPenalty: 1, repeatLastN: 0 });
+    const gen = session.generate(parts, { maxTokens: 0, temperature: 0, topK: 1, topP: 1, minP: 0, repeatPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, repeatLastN: 0 });
     for (;;) {
       const r = await gen.next();
       if (Array.isArray(r)) continue;
