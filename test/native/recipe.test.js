@@ -6,7 +6,7 @@
 // checkpoint that must be brought is asked for by name.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -156,11 +156,19 @@ test('killed while downloading, and again between steps: each rerun continues wh
   // 1. The CLI, its second shard's download stalled half way: killed with SIGKILL.
   const shard = shardNames.find((f) => f.startsWith('model-00002'));
   hub.stall(`${REPO}/${shard}`, true);
+  // Killed once the part file holds bytes: one created but still empty would restart from 0.
+  const partHasBytes = () => {
+    try {
+      return statSync(join(cacheDir, 'hf', 'test-org', 'vicuna-tiny', 'main', `${shard}.part`)).size > 0;
+    } catch {
+      return false;
+    }
+  };
   const killed = await cli(cacheDir, ['pull', 'minigpt4-7b', '--from', join(ckptDir, PROJ)], {
     onStderr: (_, p) => {
-      if (existsSync(join(cacheDir, 'hf', 'test-org', 'vicuna-tiny', 'main', `${shard}.part`)) && !p.killed) p.kill('SIGKILL');
+      if (partHasBytes() && !p.killed) p.kill('SIGKILL');
     },
-    poll: (p) => existsSync(join(cacheDir, 'hf', 'test-org', 'vicuna-tiny', 'main', `${shard}.part`)) && p.kill('SIGKILL'),
+    poll: (p) => partHasBytes() && p.kill('SIGKILL'),
   });
   assert.equal(killed.signal, 'SIGKILL', killed.stderr);
   hub.stall(`${REPO}/${shard}`, false);
