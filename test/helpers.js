@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
+import { loadModel } from '../dist/index.js';
 import { writeTinyLlama, writeTinyMmproj } from '../tools/fixtures/models.js';
 import { testPixels } from '../tools/fixtures/pixels.js';
 
@@ -31,6 +32,23 @@ export async function makeFixtures(options = {}) {
   await writeTinyMmproj(projector, { nEmbdText: 64, ...options.mmproj });
   const images = await writeImages(dir);
   return { dir, model, projector, images, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** The set-up most native tests share: the tiny fixtures, loaded with their projector on 2 threads. */
+export async function loadTinyModel() {
+  const fx = await makeFixtures();
+  try {
+    return { fx, model: await loadModel({ model: fx.model, projector: fx.projector, threads: 2 }) };
+  } catch (err) {
+    await fx.cleanup();
+    throw err;
+  }
+}
+
+/** Undoes {@link loadTinyModel}; either part may be missing when the set-up failed. */
+export async function releaseTinyModel({ fx, model }) {
+  await model?.dispose();
+  await fx?.cleanup();
 }
 
 async function writeImages(dir) {

@@ -2,20 +2,13 @@
 // same files (the oracle driver in test/oracle, built from the same source).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { loadModel } from '../../dist/index.js';
-import { collect, makeFixtures, oracleGreedy, oraclesBuilt } from '../helpers.js';
+import { collect, loadTinyModel, oracleGreedy, oraclesBuilt, releaseTinyModel } from '../helpers.js';
 
 const skip = !oraclesBuilt && 'llama.cpp oracles not built (npm install builds them)';
 const N = 24;
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 const greedy = { temperature: 0, maxTokens: N };
 

@@ -17,20 +17,14 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { rejectsWith } from '../assertions.js';
 import sharp from 'sharp';
-import { decodeImage, loadModel } from '../../dist/index.js';
+import { decodeImage } from '../../dist/index.js';
 import { makeRng } from '../../tools/fixtures/prng.js';
 import { pngClaiming } from '../fixtures/hostile.js';
-import { collect, makeFixtures, testPixels } from '../helpers.js';
+import { collect, loadTinyModel, releaseTinyModel, testPixels } from '../helpers.js';
 
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 const greedy = (maxTokens) => ({ temperature: 0, maxTokens });
 let n = 0;

@@ -26,17 +26,11 @@ import { loadModel } from '../../dist/index.js';
 import { writeTinyBlip2 } from '../../tools/fixtures/blip2.js';
 import { writeTinyLlama, writeTinyMmproj } from '../../tools/fixtures/models.js';
 import { writeGgufWithField } from '../fixtures/hostile.js';
-import { collect, makeFixtures } from '../helpers.js';
+import { collect, loadTinyModel, releaseTinyModel } from '../helpers.js';
 
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 const greedy = (maxTokens) => ({ temperature: 0, maxTokens });
 let n = 0;

@@ -21,17 +21,11 @@ import { after, before, test } from 'node:test';
 import { rejectsWith } from '../assertions.js';
 import { promisify } from 'node:util';
 import { loadModel } from '../../dist/index.js';
-import { collect, makeFixtures, root, testPixels } from '../helpers.js';
+import { collect, loadTinyModel, releaseTinyModel, root, testPixels } from '../helpers.js';
 
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 const greedy = (maxTokens) => ({ temperature: 0, maxTokens });
 

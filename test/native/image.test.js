@@ -5,17 +5,11 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { decodeImage, loadModel } from '../../dist/index.js';
-import { makeFixtures } from '../helpers.js';
+import { loadTinyModel, releaseTinyModel } from '../helpers.js';
 
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 async function floats(input) {
   const e = await model.encodeImage(input);

@@ -8,18 +8,12 @@ import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { loadModel } from '../../dist/index.js';
-import { makeFixtures, root } from '../helpers.js';
+import { loadTinyModel, releaseTinyModel, root } from '../helpers.js';
 
 const run = promisify(execFile);
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 test('threads beyond the CPUs this process may use are capped, and stats say how many run', async () => {
   const cpus = availableParallelism();

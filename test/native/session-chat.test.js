@@ -2,18 +2,11 @@
 // as the same turns streamed one by one, and a follow-up evaluates only its new message.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { loadModel } from '../../dist/index.js';
-import { collect, makeFixtures, oracleGreedy, oraclesBuilt } from '../helpers.js';
+import { collect, loadTinyModel, oracleGreedy, oraclesBuilt, releaseTinyModel } from '../helpers.js';
 
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 const greedy = { temperature: 0, maxTokens: 12 };
 

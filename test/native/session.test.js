@@ -1,18 +1,11 @@
 // Sessions: multi-turn prefix reuse, abort, stop strings, queued streams, dispose.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { loadModel } from '../../dist/index.js';
-import { collect, makeFixtures } from '../helpers.js';
+import { collect, loadTinyModel, releaseTinyModel } from '../helpers.js';
 
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 const greedy = { temperature: 0, maxTokens: 16 };
 

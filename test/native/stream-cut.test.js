@@ -7,20 +7,14 @@ import { after, before, test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { loadModel } from '../../dist/index.js';
-import { makeFixtures } from '../helpers.js';
+import { loadTinyModel, releaseTinyModel } from '../helpers.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc');
 
 let fx, model;
-before(async () => {
-  fx = await makeFixtures();
-  model = await loadModel({ model: fx.model, projector: fx.projector, threads: 2 });
-});
-after(async () => {
-  await model?.dispose();
-  await fx?.cleanup();
-});
+before(async () => ({ fx, model } = await loadTinyModel()));
+after(() => releaseTinyModel({ fx, model }));
 
 const greedy = { temperature: 0, maxTokens: 32 };
 
