@@ -12,6 +12,7 @@ import { errorFromCode, MinigptError } from '../errors.js';
 import type {
   BindingConfig,
   NativeAbortFlag,
+  NativeDevice,
   NativeEmbedding,
   NativeEnd,
   NativeGenerateOptions,
@@ -320,6 +321,19 @@ class RemoteModel implements NativeModel {
   async dispose(): Promise<void> {
     if (!this.host.dead) await this.host.request({ t: 'dispose' }).catch(() => {});
     await this.host.close();
+  }
+}
+
+/**
+ * Asks RPC servers for their devices from a short-lived process: ggml's client would end this
+ * one if a server died between our check and its own calls.
+ */
+export async function rpcDevicesInIsolation(endpoints: string[], bindingConfig: BindingConfig, explain: DeathExplainer): Promise<NativeDevice[]> {
+  const host = new HostConnection(explain);
+  try {
+    return await host.request<NativeDevice[]>({ t: 'rpcDevices', binding: bindingConfig, endpoints });
+  } finally {
+    await host.close();
   }
 }
 

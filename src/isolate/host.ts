@@ -60,6 +60,9 @@ async function handle(r: Request): Promise<unknown> {
       model = await addon.loadModel(r.options, (progress) => send({ t: 'progress', id: r.id, progress }), flagFor(r.id));
       return { info: model.info() };
     }
+    case 'rpcDevices':
+      setBindingConfig(r.binding);
+      return binding().rpcDevices(r.endpoints);
     case 'tokenize':
       return loaded().tokenize(r.text, r.addSpecial, r.parseSpecial, flagFor(r.id));
     case 'detokenize':

@@ -14,6 +14,7 @@ export type WirePromptPart = { text: string; addSpecial: boolean; plain?: number
 
 export type Request =
   | { t: 'load'; id: number; binding: BindingConfig; options: LoadRequest }
+  | { t: 'rpcDevices'; id: number; binding: BindingConfig; endpoints: string[] }
   | { t: 'tokenize'; id: number; text: string; addSpecial: boolean; parseSpecial: boolean }
   | { t: 'detokenize'; id: number; tokens: Int32Array; special: boolean }
   | { t: 'encode'; id: number; embedding: number; rgb: Uint8Array; width: number; height: number }

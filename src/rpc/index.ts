@@ -5,8 +5,9 @@
  * server that is down or speaks another version.
  * @module
  */
-import { binding, type NativeDevice } from '../native/binding.js';
-import { InvalidArgumentError } from '../errors.js';
+import { bindingConfigForChild, type NativeDevice } from '../native/binding.js';
+import { rpcDevicesInIsolation } from '../isolate/client.js';
+import { InvalidArgumentError, MinigptError } from '../errors.js';
 import { parseRpcEndpoint, type RpcEndpoint } from './endpoint.js';
 import { probeRpcServer } from './probe.js';
 
@@ -38,12 +39,16 @@ export async function checkRpcServers(value: unknown, what: string, signal?: Abo
 
 /**
  * The devices that RPC servers offer, with their memory, as {@link getDevices} lists local ones.
- * Each server is checked first.
+ * Each server is checked first, and asked from a short-lived process of its own (ggml's client
+ * ends the process it runs in when a server goes away mid-call).
  * @example
  * await getRpcDevices(['192.168.1.20:50052']) // [{ name: 'RPC0', description: '192.168.1.20:50052', type: 'gpu', ... }]
  * @throws MinigptError `ERR_BACKEND_LOAD` naming a server that is down, refuses or speaks another version
  */
 export async function getRpcDevices(servers: string[], options: { signal?: AbortSignal } = {}): Promise<NativeDevice[]> {
   const endpoints = await checkRpcServers(servers, 'servers', options.signal);
-  return binding().rpcDevices(endpoints.map((e) => e.text));
+  const texts = endpoints.map((e) => e.text);
+  return rpcDevicesInIsolation(texts, bindingConfigForChild(), async ({ code, signal }) =>
+    new MinigptError('ERR_BACKEND_LOST', `Asking the RPC servers ${texts.join(', ')} for their devices failed: the asking process ${signal ? `was killed by ${signal}` : `exited with code ${code}`} (a server went away during the call?)`),
+  );
 }
