@@ -153,17 +153,29 @@ void ContextPool::DecodeBatch(std::vector<Step*>& steps) {
   }
 }
 
-void ContextPool::Run(Step& step) {
+void ContextPool::Run(Step& step, const std::function<void()>& on_batch) {
   std::unique_lock<std::mutex> lock(mu_);
+  bool announced = !on_batch;
+  const auto announce = [&] {
+    announced = true;
+    lock.unlock();
+    on_batch();
+    lock.lock();
+  };
   if (waiting_.empty()) gather_since_ = std::chrono::steady_clock::now();
   waiting_.push_back(&step);
   cv_.notify_all();
   for (;;) {
+    if (!announced && (step.in_batch || step.done || step.aborted)) {
+      announce();
+      continue;
+    }
     if (step.done) return;
     const bool queued = std::find(waiting_.begin(), waiting_.end(), &step) != waiting_.end();
     if (queued && step.abort && step.abort->load()) {
       waiting_.erase(std::find(waiting_.begin(), waiting_.end(), &step));
       step.aborted = true;
+      if (!announced) announce();
       return;
     }
     // The window opens when the steps can go: steps that came while a batch was in flight must
@@ -179,7 +191,10 @@ void ContextPool::Run(Step& step) {
       busy_ = true;
       std::vector<Step*> batch;
       batch.swap(waiting_);
+      for (Step* s : batch) s->in_batch = true;
+      cv_.notify_all();  // the others announce their batch while it runs
       if (ctx_) ClearReleasedLocked(ctx_.get());
+      if (!announced) announce();
       lock.unlock();
       {
         ComputeTurns::Turn turn(*turns_, ComputeTurns::Kind::kDecodeSteps);

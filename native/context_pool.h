@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -77,11 +78,14 @@ class ContextPool : public std::enable_shared_from_this<ContextPool> {
     int32_t rc = 0;             // llama_decode's code for the batch
     llama_token next = -1;
     bool aborted = false;
+    bool in_batch = false;      // taken into a batch (set by the batch's lead)
     bool done = false;
   };
   // Evaluates step.token for step.seq together with the steps of the pool's other generating
-  // sessions, and samples each one's next token. Blocks until done or aborted.
-  void Run(Step& step);
+  // sessions, and samples each one's next token. Blocks until done or aborted. `on_batch`, when
+  // given, is called on the caller's thread once the step has joined a batch (before Run
+  // returns, whatever happens), without the pool's lock.
+  void Run(Step& step, const std::function<void()>& on_batch = {});
 
   // Held by a session for as long as it runs decode steps. A batch waits (at most kGather) until
   // every such session has handed in its step: on a CPU a pass over the weights costs about the

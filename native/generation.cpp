@@ -78,6 +78,15 @@ void GenerationCore::Run() {
     // character completes, or at the end with U+FFFD in place of the incomplete bytes, so every
     // piece carries the id of a token the model produced.
     std::optional<Piece> held;
+    // The first piece goes out when the first decode step joins a batch: requests that arrive
+    // together have their prompts evaluated before any decode batch, so an answer whose first
+    // token came early would then pause inside the answer for the others' prompts. Held, the
+    // wait shows once, before the first token, and the answer then flows at one token per batch
+    // (what llama-server's loop gives too). A lone session's batch starts at once.
+    std::optional<Piece> first;
+    const auto release_first = [&] {
+      if (first) Push(std::move(*std::exchange(first, std::nullopt)));
+    };
     uint32_t generated = 0;
     std::string reason;
     {
@@ -93,16 +102,19 @@ void GenerationCore::Run() {
         if (held) Push(std::move(*std::exchange(held, std::nullopt)));
         Piece piece{token, pending.substr(0, whole)};
         pending.erase(0, whole);
-        if (pending.empty()) Push(std::move(piece));
-        else held = std::move(piece);
+        if (!pending.empty()) held = std::move(piece);
+        else if (generated == 1) first = std::move(piece);
+        else Push(std::move(piece));
         answer.CountGenerated(generated);
         if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
         if (answer.ContextFull()) { reason = "contextFull"; break; }
-        std::optional<llama_token> next = answer.Step(token);
+        std::optional<llama_token> next = answer.Step(token, release_first);
+        release_first();
         if (!next) { reason = "abort"; break; }
         token = *next;
       }
     }
+    release_first();
     if (held) {
       held->text += "\xEF\xBF\xBD";  // U+FFFD for the bytes of a character the stream ended inside
       Push(std::move(*held));

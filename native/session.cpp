@@ -137,9 +137,9 @@ void SessionState::RestoreAfterFailure() {
 SessionState::Answer::Answer(SessionState& session, TokenSampler& sampler, std::atomic<bool>& abort, const LogErrorScope& log)
     : s_(session), sampler_(sampler), abort_(abort), log_(log), generating_(session.Pool()) {}
 
-std::optional<llama_token> SessionState::Answer::Step(llama_token token) {
+std::optional<llama_token> SessionState::Answer::Step(llama_token token, const std::function<void()>& on_batch) {
   ContextPool::Step step{token, s_.n_past, s_.seq, &sampler_, &abort_};
-  s_.pool->Run(step);
+  s_.pool->Run(step, on_batch);
   if (step.aborted) return std::nullopt;
   try {
     CheckDecode(step.rc, log_, abort_);

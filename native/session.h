@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -84,8 +85,8 @@ struct SessionState {
    public:
     Answer(SessionState& session, TokenSampler& sampler, std::atomic<bool>& abort, const LogErrorScope& log);
     // Evaluates `token` at the end of the sequence and samples the next one; nullopt when
-    // aborted. Throws NativeError.
-    std::optional<llama_token> Step(llama_token token);
+    // aborted. Throws NativeError. `on_batch` as in ContextPool::Run.
+    std::optional<llama_token> Step(llama_token token, const std::function<void()>& on_batch = {});
     // Counts a token handed to the caller in the session's stats.
     void CountGenerated(uint32_t generated);
     // No room for another step in the session's share of the context.

@@ -164,3 +164,29 @@ test('a stream keeps moving while many image encodes are queued on its model', {
   await encodes;
   assert.ok(piecesDuring > 0, `no piece arrived while ${encodesDone} encodes ran`);
 });
+
+test('answers that start together send their first tokens once every prompt is evaluated', async () => {
+  // Prompts go before decode batches; an answer whose first token went out as soon as its own
+  // prompt was done would then pause inside the answer while the others' prompts run.
+  const model = await loadModel({ model: fx.model, threads: 2, contextSize: 4096, parallelSessions: 4 });
+  const sessions = Array.from({ length: 4 }, () => model.createSession({ template: 'none' }));
+  let atFirstPiece;
+  const started = performance.now();
+  let firstAt;
+  await Promise.all(
+    sessions.map(async (session, i) => {
+      for await (const _ of session.stream(`Story ${i}: ${'once upon a time there was a long tale and '.repeat(80)}`, { temperature: 0, maxTokens: 4 })) {
+        if (atFirstPiece) continue;
+        firstAt = performance.now();
+        atFirstPiece = sessions.map((s) => s.stats);
+      }
+    }),
+  );
+  const prompts = sessions.map((s) => s.stats.promptTokens);
+  assert.ok(prompts.every((n) => n > 700), `long prompts (${prompts})`);
+  for (const [i, stats] of atFirstPiece.entries()) {
+    assert.ok(stats.contextUsed >= prompts[i], `session ${i}'s prompt was evaluated before the first answer's first token (${(firstAt - started).toFixed(0)} ms in; ${stats.contextUsed} of ${prompts[i]} positions)`);
+  }
+  await Promise.all(sessions.map((s) => s.dispose()));
+  await model.dispose();
+});
