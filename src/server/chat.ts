@@ -8,10 +8,11 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ImageEmbedding } from '../embedding.js';
 import type { ChatMessage, FinishReason } from '../session.js';
-import { readJsonBody, sendJson } from './http-io.js';
-import { imageHash, readImageUrl, type EmbeddingCache, type EmbeddingLease, type HashedImage, type RemoteImagePolicy } from './images.js';
+import type { BodyParser, ParsedChatBody } from './body-parser.js';
+import { readBody, sendJson } from './http-io.js';
+import type { EmbeddingCache, EmbeddingLease, HashedImage, RemoteImagePolicy } from './images.js';
 import type { ServerMetrics } from './metrics.js';
-import { Completion, HttpError, openaiFinishReason, parseChatRequest, toHttpError, usageOf, type ChatRequest } from './openai.js';
+import { Completion, HttpError, openaiFinishReason, toHttpError, usageOf } from './openai.js';
 import type { SlotPool } from './slots.js';
 
 export interface ChatContext {
@@ -20,6 +21,8 @@ export interface ChatContext {
   imagePolicy: RemoteImagePolicy;
   metrics: ServerMetrics;
   maxBody: number;
+  /** Turns bodies into requests, large ones off the JS thread. */
+  bodies: BodyParser;
   modelName: string;
 }
 
@@ -36,10 +39,10 @@ interface PreparedConversation {
   fingerprints: string[];
 }
 
-async function prepare(request: ChatRequest, ctx: ChatContext, signal: AbortSignal): Promise<PreparedConversation> {
+async function prepare(body: ParsedChatBody, ctx: ChatContext, signal: AbortSignal): Promise<PreparedConversation> {
   const messages: PreparedConversation['messages'] = [];
   const fingerprints: string[] = [];
-  for (const m of request.messages) {
+  for (const m of body.request.messages) {
     const content: Array<string | HashedImage> = [];
     const identity: Array<{ text: string } | { hash: string }> = [];
     for (const part of m.parts) {
@@ -49,14 +52,13 @@ async function prepare(request: ChatRequest, ctx: ChatContext, signal: AbortSign
         continue;
       }
       if (!ctx.images) throw new HttpError(400, 'This model was loaded without a projector, so it takes no images; send text only', 'invalid_request_error', 'images_not_supported', part.param);
-      let bytes: Buffer;
+      let image: HashedImage;
       try {
-        bytes = await readImageUrl(part.imageUrl, ctx.imagePolicy, signal);
+        image = await body.readImage(part.imageUrl, ctx.imagePolicy, signal);
       } catch (err) {
         const http = toHttpError(err);
         throw new HttpError(http.status, `${part.param}: ${http.message}`, http.type, http.code, part.param);
       }
-      const image = { bytes, hash: await imageHash(bytes) };
       content.push(image);
       identity.push({ hash: image.hash });
     }
@@ -97,8 +99,8 @@ function sse(res: ServerResponse, data: unknown): boolean {
 }
 
 export async function handleChat(req: IncomingMessage, res: ServerResponse, ctx: ChatContext): Promise<void> {
-  const body = await readJsonBody(req, ctx.maxBody);
-  const request = parseChatRequest(body);
+  const body = await ctx.bodies.parse(await readBody(req, ctx.maxBody), ctx.imagePolicy.maxBytes);
+  const request = body.request;
   // The client going away (or the server closing) cancels everything from here on.
   const cancel = new AbortController();
   const onGone = () => {
@@ -108,7 +110,7 @@ export async function handleChat(req: IncomingMessage, res: ServerResponse, ctx:
   const started = performance.now();
   const leases: EmbeddingLease[] = [];
   try {
-    const prepared = await prepare(request, ctx, cancel.signal);
+    const prepared = await prepare(body, ctx, cancel.signal);
     const slot = await ctx.slots.acquire(prepared.fingerprints, cancel.signal);
     let messages: ChatMessage[];
     try {

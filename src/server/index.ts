@@ -11,6 +11,7 @@ import { basename } from 'node:path';
 import { DisposedError, InvalidArgumentError } from '../errors.js';
 import type { Model } from '../model.js';
 import { checkKeys, optBoolean, optInteger, optString, optThreads } from '../validate.js';
+import { BodyParser } from './body-parser.js';
 import { handleChat } from './chat.js';
 import { checkApiKey, sendError, sendJson } from './http-io.js';
 import { DEFAULT_IMAGE_POLICY, EmbeddingCache, type RemoteImagePolicy } from './images.js';
@@ -73,6 +74,8 @@ export class MinigptServer {
   #cancels = new Set<AbortController>();
   #closing: Promise<void> | undefined;
   #imagePolicy: RemoteImagePolicy;
+  // Its thread starts with the first large body and ends with close().
+  #bodies = new BodyParser();
 
   /** @internal */
   constructor(model: Model | Promise<Model>, options: ServerOptions) {
@@ -178,7 +181,7 @@ export class MinigptServer {
       // The server closing cuts a running answer as the client leaving would.
       cancel.signal.addEventListener('abort', () => res.destroy(), { once: true });
       try {
-        await handleChat(req, res, { slots: ready.slots, images: ready.images, imagePolicy: this.#imagePolicy, metrics: this.#metrics, maxBody: this.#options.maxBody, modelName: ready.modelName });
+        await handleChat(req, res, { slots: ready.slots, images: ready.images, imagePolicy: this.#imagePolicy, metrics: this.#metrics, maxBody: this.#options.maxBody, bodies: this.#bodies, modelName: ready.modelName });
       } finally {
         this.#cancels.delete(cancel);
       }
@@ -253,6 +256,7 @@ export class MinigptServer {
       await stopped;
       await this.#ready?.slots.dispose();
       this.#ready?.images?.dispose();
+      await this.#bodies.close();
     })();
     return this.#closing;
   }
