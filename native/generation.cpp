@@ -148,9 +148,19 @@ Generation::~Generation() {
   if (core_) core_->Stop();
 }
 
-void GenerationCore::Stop() {
-  abort.store(true);
+void GenerationCore::RaiseAbort() {
+  {
+    // Under the lock: a loop that has just found the queue full, and not yet begun to wait, must
+    // not miss this (it would then wait for JS to drain forever: seen as a worker's termination
+    // hanging in Stop()'s join).
+    std::lock_guard<std::mutex> lock(mu);
+    abort.store(true);
+  }
   space.notify_all();
+}
+
+void GenerationCore::Stop() {
+  RaiseAbort();
   if (thread.joinable()) thread.join();
 }
 
@@ -237,10 +247,7 @@ Napi::Value Generation::Next(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Generation::Abort(const Napi::CallbackInfo& info) {
-  if (core_) {
-    core_->abort.store(true);
-    core_->space.notify_all();
-  }
+  if (core_) core_->RaiseAbort();
   return info.Env().Undefined();
 }
 

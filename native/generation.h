@@ -55,6 +55,8 @@ struct GenerationCore {
   bool torn_down = false;  // the environment is exiting: JS can no longer be called
 
   void Run();
+  // Raises abort and wakes a loop waiting for JS to drain. Any thread.
+  void RaiseAbort();
   // Raises abort and joins the loop thread. JS thread only.
   void Stop();
   void Push(Piece piece);

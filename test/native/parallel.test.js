@@ -32,7 +32,7 @@ after(async () => {
   await fx?.cleanup();
 });
 
-test(`${N} sessions streaming at once give the tokens each gives alone`, async () => {
+test(`${N} sessions streaming at once give the tokens each gives alone`, async (t) => {
   const sessions = Array.from({ length: N }, () => shared.createSession());
   const order = []; // session index of every token, in the order JS received them
   const results = await Promise.all(
@@ -52,8 +52,8 @@ test(`${N} sessions streaming at once give the tokens each gives alone`, async (
   // the others deliver at most a few rounds of tokens (one round is a token from each). This is
   // the order JS receives them in, which is burstier than the order they are made in: with 16
   // loop threads and 2 compute threads on 2 cores, the JS thread drains each stream's queue a
-  // few tokens at a time (gaps of 23-59 seen here in a dozen runs). A stream left out of the
-  // batches would wait for the others' 32 tokens each, i.e. hundreds.
+  // few tokens at a time (gaps of 23-77 seen on an idle machine, 106 once in CI). A stream left
+  // out of the batches would wait for the others' 32 tokens each: 15 x 32 = 480.
   const lastOf = (i) => order.lastIndexOf(i);
   const allRunningUntil = Math.min(...sessions.map((_, i) => lastOf(i)));
   let worst = 0;
@@ -65,7 +65,8 @@ test(`${N} sessions streaming at once give the tokens each gives alone`, async (
       prev = k;
     }
   }
-  assert.ok(worst <= 6 * N, `a session waited for ${worst} tokens of the others`);
+  t.diagnostic(`longest wait of a session: ${worst} tokens of the others`);
+  assert.ok(worst <= 10 * N, `a session waited for ${worst} tokens of the others`);
   await Promise.all(sessions.map((s) => s.dispose()));
 });
 
