@@ -170,7 +170,7 @@ void ContextPool::Run(Step& step, const std::function<void()>& on_batch) {
   waiting_.push_back(&step);
   cv_.notify_all();
   for (;;) {
-    if (!announced && (step.in_batch || step.done || step.aborted)) {
+    if (!announced && step.in_batch) {
       announce();
       continue;
     }

@@ -108,13 +108,12 @@ void GenerationCore::Run() {
         answer.CountGenerated(generated);
         if (generated >= request.max_tokens) { reason = "maxTokens"; break; }
         if (answer.ContextFull()) { reason = "contextFull"; break; }
-        std::optional<llama_token> next = answer.Step(token, release_first);
-        release_first();
+        std::optional<llama_token> next = answer.Step(token, release_first);  // released inside, always
         if (!next) { reason = "abort"; break; }
         token = *next;
       }
     }
-    release_first();
+    release_first();  // the answer ended before its first step
     if (held) {
       held->text += "\xEF\xBF\xBD";  // U+FFFD for the bytes of a character the stream ended inside
       Push(std::move(*held));

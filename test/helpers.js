@@ -51,6 +51,23 @@ export async function releaseTinyModel({ fx, model }) {
   await fx?.cleanup();
 }
 
+/** An HTTP response read whole: status, headers, text, and the text as JSON when it is JSON. */
+export function readResponse(res) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    res.on('data', (c) => chunks.push(c));
+    res.on('error', reject);
+    res.on('end', () => {
+      const text = Buffer.concat(chunks).toString();
+      let json;
+      try {
+        json = JSON.parse(text);
+      } catch {}
+      resolve({ status: res.statusCode, headers: res.headers, json, text });
+    });
+  });
+}
+
 async function writeImages(dir) {
   const raw = testPixels();
   const rawOther = testPixels(40, 30, 1);

@@ -12,7 +12,7 @@ import { createServer, loadModel } from '../../dist/index.js';
 import { decodeChatBody } from '../../dist/server/body-decode.js';
 import { BodyParser, INLINE_MAX_BYTES } from '../../dist/server/body-parser.js';
 import { imageHash } from '../../dist/server/images.js';
-import { makeFixtures, root } from '../helpers.js';
+import { makeFixtures, readResponse, root } from '../helpers.js';
 
 let fx, model, server, base, dataUrl;
 before(async () => {
@@ -37,16 +37,7 @@ function post(body, { url = base, chunks = 1 } = {}) {
     let answered = false;
     const req = httpRequest(`${url}/v1/chat/completions`, { method: 'POST', headers }, (res) => {
       answered = true;
-      const parts = [];
-      res.on('data', (c) => parts.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(parts).toString();
-        let json;
-        try {
-          json = JSON.parse(text);
-        } catch {}
-        resolve({ status: res.statusCode, headers: res.headers, json, text });
-      });
+      readResponse(res).then(resolve, reject);
     });
     // A 413 closes the connection while the body is still going out: the answer is what counts.
     req.on('error', (err) => answered || reject(err));

@@ -6,7 +6,7 @@ import { request as httpRequest } from 'node:http';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { createServer, loadModel } from '../../dist/index.js';
-import { collect, makeFixtures } from '../helpers.js';
+import { collect, makeFixtures, readResponse } from '../helpers.js';
 
 let fx, model, server, base, client, dataUrl;
 const PARALLEL = 4;
@@ -172,16 +172,7 @@ test('a client that disconnects mid-stream frees its slot at once', { timeout: 6
 function raw(method, path, { body, headers = {} } = {}) {
   return new Promise((resolve, reject) => {
     const req = httpRequest(`${base}${path}`, { method, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        let json;
-        try {
-          json = JSON.parse(text);
-        } catch {}
-        resolve({ status: res.statusCode, headers: res.headers, json, text });
-      });
+      readResponse(res).then(resolve, reject);
     });
     req.on('error', reject);
     if (body !== undefined) req.write(typeof body === 'string' ? body : JSON.stringify(body));
